@@ -1,0 +1,1 @@
+"""Exporters: trained torch models to ONNX bundles (and, on the device, TensorRT engines)."""

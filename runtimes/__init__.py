@@ -1,0 +1,1 @@
+"""The device runtime: sources, backends, scorer, sinks. Never imports torch or exporters."""

@@ -1,0 +1,82 @@
+"""Scoring whole recordings with a bundle: the device's preprocessing and backend, offline.
+
+Used by ``factoryedge evaluate`` and by tests; the live device loop windows a stream
+instead, through the same preprocessing and backend objects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from factoryedge.bundle import Bundle
+from factoryedge.data.recording import Recording
+from factoryedge.errors import DataError
+from factoryedge.features import make_preprocessor
+from factoryedge.features.windowing import sliding_windows, window_starts
+from factoryedge.runtimes.backends.onnxruntime import OnnxRuntimeBackend
+
+BATCH = 256
+
+
+@dataclass
+class RecordingScores:
+    source: str
+    label: str
+    start_s: np.ndarray
+    model: np.ndarray
+    baseline: np.ndarray | None
+
+
+def check_compatible(bundle: Bundle, rec: Recording) -> None:
+    """Refuse recordings the model was not built for, instead of scoring nonsense."""
+    spec = bundle.manifest.preprocessing
+    if rec.sample_rate != spec.sample_rate:
+        raise DataError(
+            f"{rec.source} is sampled at {rec.sample_rate:g} Hz but bundle {bundle.manifest.name} expects "
+            f"{spec.sample_rate:g} Hz; a rate mismatch alone makes windows look anomalous. "
+            "Resample the recording or use a bundle trained at its rate"
+        )
+    if rec.channels != tuple(spec.channels) and rec.n_samples and rec.signal.shape[1] != len(spec.channels):
+        raise DataError(
+            f"{rec.source} has {rec.signal.shape[1]} channel(s) {list(rec.channels)}; "
+            f"bundle {bundle.manifest.name} expects {list(spec.channels)}"
+        )
+
+
+class OfflineScorer:
+    """Scores recordings with a bundle's model and, if present, its baseline."""
+
+    def __init__(self, bundle: Bundle):
+        bundle.require_kind("vibration")
+        self.bundle = bundle
+        m = bundle.manifest
+        self.spec = m.preprocessing
+        self.preprocess = make_preprocessor(m.preprocessing)
+        self.backend = OnnxRuntimeBackend(bundle.model_path, m.model.inputs, m.model.outputs)
+        self.baseline = None
+        if m.baseline is not None:
+            self.baseline_preprocess = make_preprocessor(m.baseline.preprocessing)
+            self.baseline = OnnxRuntimeBackend(
+                bundle.artefact(m.baseline.file), m.baseline.inputs, m.baseline.outputs
+            )
+
+    def score(self, rec: Recording) -> RecordingScores:
+        check_compatible(self.bundle, rec)
+        windows = sliding_windows(rec.signal, self.spec.window, self.spec.hop)
+        starts = window_starts(rec.n_samples, self.spec.window, self.spec.hop) / rec.sample_rate
+        model, base = [], []
+        for i in range(0, len(windows), BATCH):
+            w = windows[i : i + BATCH]
+            model.append(self.backend.run_single(self.preprocess(w))[self.bundle.manifest.score.output])
+            if self.baseline is not None:
+                b = self.baseline.run_single(self.baseline_preprocess(w))[self.bundle.manifest.baseline.score_output]
+                base.append(-b.ravel() if self.bundle.manifest.baseline.negate else b.ravel())
+        empty = np.empty(0, dtype=np.float32)
+        return RecordingScores(
+            source=rec.source,
+            label=rec.label,
+            start_s=starts,
+            model=np.concatenate(model) if model else empty,
+            baseline=(np.concatenate(base) if base else empty) if self.baseline is not None else None,
+        )

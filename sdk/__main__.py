@@ -1,0 +1,5 @@
+import sys
+
+from factoryedge.cli import main
+
+sys.exit(main())

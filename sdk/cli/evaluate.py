@@ -1,0 +1,63 @@
+"""``factoryedge evaluate``: score labelled recordings with a bundle and its baseline."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from factoryedge.errors import DataError
+
+log = logging.getLogger("factoryedge.evaluate")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", type=Path, help="bundle directory or .febundle file")
+    p.add_argument("data", nargs="+", metavar="DATA",
+                   help="recordings: a data set (cwru-48k, cwru-12k) or files LABEL=PATH[#START:STOP]; "
+                        "label normal recordings 'normal', faults by their class")
+    p.add_argument("--out", type=Path, help="report directory (default: evaluation/<bundle name>)")
+    p.add_argument("--sample-rate", type=float, help="sample rate in Hz for CSV/NPY files")
+    p.add_argument("--channels", help="comma-separated channel names to use")
+
+
+def run(args: argparse.Namespace) -> int:
+    from factoryedge.bundle import load_bundle
+    from factoryedge.data.datasets import resolve
+    from factoryedge.data.fingerprint import recording_sha256
+    from factoryedge.evaluation.vibration import ScoredRecording, evaluate_vibration, format_report
+    from factoryedge.runtimes.offline import OfflineScorer
+
+    bundle = load_bundle(args.bundle)
+    bundle.require_kind("vibration")
+    m = bundle.manifest
+    spec = m.preprocessing
+    channels = tuple(c.strip() for c in args.channels.split(",")) if args.channels else tuple(spec.channels)
+    selection = resolve(args.data, sample_rate=args.sample_rate, channels=channels)
+    trained_on = {d.sha256 for d in m.provenance.data}
+    split = m.provenance.split
+    start = split.get("train_fraction", 0.0) + split.get("calibration_fraction", 0.0)
+    normal = []
+    for rec in selection.normal:
+        if recording_sha256(rec) in trained_on:
+            log.info("%s was used for training and calibration; evaluating only its held-out part [%.2f:1]", rec.source, start)
+            rec = rec.slice_fraction(start, 1.0)
+        normal.append(rec)
+    if not normal:
+        raise DataError("evaluation needs normal recordings to measure false alarms; add normal=PATH")
+    if not selection.faults:
+        raise DataError("evaluation needs fault recordings; add LABEL=PATH with the fault class as LABEL")
+    scorer = OfflineScorer(bundle)
+    items = []
+    for rec in normal + selection.faults:
+        s = scorer.score(rec)
+        if not len(s.model):
+            raise DataError(f"{rec.source} is shorter than one window ({spec.window} samples)")
+        items.append(ScoredRecording(rec.source, rec.label, s.start_s, s.model, s.baseline))
+    out = args.out or Path("evaluation") / m.name
+    report = evaluate_vibration(
+        items, m.score.threshold, m.baseline.threshold if m.baseline else None, out,
+        title=f"{m.name} {m.version} ({m.model.architecture})",
+    )
+    print(format_report(report))
+    print("written: " + ", ".join(report["files"].values()))
+    return 0

@@ -1,0 +1,48 @@
+"""``factoryedge inspect``: verify a bundle and show what is in it."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", type=Path, help="bundle directory or .febundle file")
+    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from factoryedge.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
+    m = bundle.manifest
+    if args.json:
+        print(m.model_dump_json(indent=2))
+        return 0
+    pre = m.preprocessing
+    sc = m.score
+    lines = [
+        f"bundle      {bundle.path}",
+        f"model       {m.name} {m.version} ({m.kind}, {m.model.architecture}, ONNX opset {m.model.opset})",
+        "inputs      " + ", ".join(f"{t.name}{t.shape} {t.dtype}" for t in m.model.inputs),
+        "outputs     " + ", ".join(f"{t.name}{t.shape} {t.dtype}" for t in m.model.outputs),
+        f"signal      {pre.sample_rate:g} Hz, channels {list(pre.channels)}, window {pre.window}, hop {pre.hop} "
+        f"({pre.window / pre.sample_rate * 1000:.1f} ms / {pre.hop / pre.sample_rate * 1000:.1f} ms)",
+        f"features    {pre.type}",
+        f"score       {sc.definition}",
+        f"threshold   {sc.threshold:.6g} (median + {sc.rule.margin:g} x (q{sc.rule.quantile:g} - median) "
+        f"of {sc.calibration.n} held-out normal windows; median {sc.calibration.median:.4g}, max {sc.calibration.max:.4g})",
+    ]
+    if m.parity:
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in m.parity.max_abs_diff.items())
+        lines.append(f"parity      {m.parity.runtime} vs {m.parity.reference}: max abs diff {diffs} "
+                     f"(tolerance {m.parity.tolerance:g}, {m.parity.n_inputs} golden inputs, "
+                     f"{m.parity.decisions_changed} decisions changed)")
+    if m.baseline:
+        lines.append(f"baseline    {m.baseline.architecture}, threshold {m.baseline.threshold:.4g}")
+    p = m.provenance
+    lines.append(f"trained     {p.created_utc} with {p.framework}, factoryedge {p.factoryedge_version}")
+    for d in p.data:
+        lines.append(f"  data      {d.split:<12} {d.label:<8} {d.n_samples:>8} samples  {d.source}")
+    lines.append(f"artefacts   {len(m.artefacts)} verified (sha256): {', '.join(m.artefacts)}")
+    print("\n".join(lines))
+    return 0

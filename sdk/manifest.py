@@ -1,0 +1,135 @@
+"""The manifest of a model bundle: everything the device needs, and nothing it must guess.
+
+Plain JSON with a ``schema_version``. A reader refuses versions it does not know rather
+than guessing what new fields mean.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from factoryedge.features.vibration import VibrationFeatureSpec, VibrationFrameSpec
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class TensorSpec(_Strict):
+    """One model input or output. A string dimension (e.g. "batch") is dynamic."""
+
+    name: str
+    shape: list[int | str]
+    dtype: Literal["float32", "float16", "int64", "uint8"] = "float32"
+
+
+class ModelInfo(_Strict):
+    architecture: str
+    file: str = "model.onnx"
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    parameters: dict = Field(default_factory=dict, description="architecture hyper-parameters")
+
+
+class ScoreStats(_Strict):
+    """Distribution of anomaly scores on held-out normal windows."""
+
+    n: int
+    mean: float
+    std: float
+    median: float
+    q90: float
+    q99: float
+    max: float
+
+
+class ThresholdRule(_Strict):
+    """threshold = median + margin * (quantile(q) - median) of held-out normal scores."""
+
+    quantile: float = Field(0.99, gt=0.5, lt=1.0)
+    margin: float = Field(3.0, ge=1.0)
+
+
+class ScoreInfo(_Strict):
+    output: str = Field("score", description="the model output that holds the anomaly score")
+    definition: str
+    higher_is_anomalous: bool = True
+    threshold: float
+    rule: ThresholdRule
+    calibration: ScoreStats
+    detail_output: str | None = Field(None, description="per-feature or per-step residuals, for interpretation")
+    detail_names: list[str] = Field(default_factory=list)
+
+
+class ParityRecord(_Strict):
+    """How closely the exported ONNX model reproduces the training framework's outputs."""
+
+    reference: str
+    runtime: str
+    n_inputs: int
+    tolerance: float
+    max_abs_diff: dict[str, float]
+    decisions_changed: int = 0
+
+
+class BaselineInfo(_Strict):
+    """A shallow baseline shipped for side-by-side evaluation on the same windows.
+
+    It has its own preprocessing (classic features), so a deep model on raw frames is still
+    compared with a feature-based baseline. Its output is negated to make higher anomalous.
+    """
+
+    architecture: str
+    file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    score_output: str
+    negate: bool = True
+    threshold: float
+    calibration: ScoreStats
+    preprocessing: VibrationFeatureSpec
+    parameters: dict = Field(default_factory=dict)
+
+
+class DataRecord(_Strict):
+    source: str
+    label: str
+    sample_rate: float
+    n_samples: int
+    sha256: str
+    split: str
+
+
+class Provenance(_Strict):
+    created_utc: str
+    factoryedge_version: str
+    framework: str
+    data: list[DataRecord] = Field(default_factory=list)
+    data_fingerprint: str = ""
+    split: dict = Field(default_factory=dict)
+    training: dict = Field(default_factory=dict)
+    metrics: dict = Field(default_factory=dict)
+
+
+Preprocessing = Annotated[VibrationFeatureSpec | VibrationFrameSpec, Field(discriminator="type")]
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    version: str
+    kind: Literal["vibration", "image"]
+    description: str = ""
+    model: ModelInfo
+    preprocessing: Preprocessing
+    score: ScoreInfo
+    parity: ParityRecord | None = None
+    baseline: BaselineInfo | None = None
+    provenance: Provenance
+    golden: str | None = Field("golden.npz", description="golden inputs and reference outputs")
+    artefacts: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
+    engines: list[dict] = Field(default_factory=list, description="TensorRT plans built on devices")

@@ -1,0 +1,65 @@
+"""Packaging for factoryedge: one import package mapped from four source folders.
+
+Extras follow how people install on each kind of machine:
+  device   the light runtime for an edge box (no torch)
+  camera   OpenCV for camera sources (on a Jetson prefer JetPack's OpenCV with GStreamer)
+  train    a workstation that trains and exports models (torch, onnx)
+  jetson   the TensorRT backend's CUDA binding; TensorRT itself comes from JetPack
+  dev      everything the test suite needs
+"""
+from setuptools import setup
+
+DEVICE = ["onnxruntime>=1.17", "pyserial>=3.5", "paho-mqtt>=2.0"]
+CAMERA = ["opencv-python-headless>=4.8"]
+# torch is left unpinned here so a Jetson or GPU workstation can bring its own build;
+# CI pins the CPU build through constraints/ci.txt.
+TRAIN = [
+    "torch>=2.2",
+    "onnx>=1.15",
+    "onnxscript>=0.1",
+    "onnxruntime>=1.17",
+    "scikit-learn>=1.3",
+    # exports the Isolation Forest baseline to ONNX, so it ships in bundles without pickle
+    "skl2onnx>=1.16",
+    "matplotlib>=3.7",
+]
+JETSON = ["pycuda>=2022.2"]
+DEV = ["pytest>=7.4", "hypothesis>=6.90"]
+
+setup(
+    name="factoryedge",
+    version="0.1.0",
+    description="Anomaly-detection models from training to factory hardware",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    package_dir={
+        "factoryedge": "sdk",
+        "factoryedge.exporters": "exporters",
+        "factoryedge.runtimes": "runtimes",
+        "factoryedge.firmware_config": "firmware-config",
+    },
+    packages=[
+        "factoryedge",
+        "factoryedge.data",
+        "factoryedge.features",
+        "factoryedge.evaluation",
+        "factoryedge.training",
+        "factoryedge.cli",
+        "factoryedge.exporters",
+        "factoryedge.runtimes",
+        "factoryedge.runtimes.backends",
+        "factoryedge.firmware_config",
+    ],
+    package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "**/*"]},
+    install_requires=["numpy>=1.24", "scipy>=1.10", "pydantic>=2.5", "PyYAML>=6.0"],
+    extras_require={
+        "device": DEVICE,
+        "camera": CAMERA,
+        "train": TRAIN,
+        "jetson": DEVICE + JETSON,
+        "dev": sorted(set(DEVICE + CAMERA + TRAIN + DEV)),
+    },
+    entry_points={"console_scripts": ["factoryedge=factoryedge.cli:main"]},
+)
