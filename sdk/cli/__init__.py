@@ -16,6 +16,7 @@ from factoryedge.errors import FactoryEdgeError
 
 # subcommand -> module under factoryedge.cli with add_arguments(parser) and run(args) -> int
 COMMANDS = {
+    "demo": ("demo", "run the end-to-end demo on a simulated machine (no hardware, no data needed)"),
     "train": ("train", "train a model on normal data and export it as a verified bundle"),
     "export": ("export", "export a training run's checkpoint to a bundle (ONNX + parity check)"),
     "evaluate": ("evaluate", "score labelled recordings with a bundle and its baseline; report metrics"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from factoryedge.data.recording import Recording
 from factoryedge.errors import DataError
@@ -71,6 +72,8 @@ def resolve(args: list[str], sample_rate: float | None = None, channels: tuple[s
             normal += sel.normal
             faults += sel.faults
             names.append(arg)
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", arg) and not Path(arg).exists():
+            raise DataError(f"{arg!r} is neither a known data set ({', '.join(DATASETS)}) nor an existing file")
         else:
             rec = parse_file_spec(arg, sample_rate, channels)
             (normal if rec.label == "normal" else faults).append(rec)

@@ -1,0 +1,116 @@
+"""The device profile: one YAML file that says what this device reads, runs and publishes.
+
+Validated into typed objects at load; any error names the file, the key path and the
+reason. Secrets never live in the YAML: MQTT passwords and TLS keys are referenced by
+environment variable or file path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from factoryedge.bundle import format_validation_error
+from factoryedge.errors import ConfigError
+from factoryedge.runtimes.scorer import ScorerConfig
+
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Identity(_Section):
+    site: str = Field(pattern=_NAME)
+    line: str = Field(pattern=_NAME)
+    machine: str = Field(pattern=_NAME)
+    device_id: str = Field(pattern=_NAME)
+
+
+class SensorConfig(_Section):
+    uri: str = Field(description="source URI, e.g. serial:///dev/factoryedge-vib0?baud=921600&format=fe1")
+    options: dict = Field(default_factory=dict, description="extra options for the source plugin")
+
+
+class ModelConfig(_Section):
+    bundle: Path
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    batch: int = Field(8, ge=1, le=1024, description="windows per inference call")
+
+
+class BaselineConfig(_Section):
+    mode: Literal["off", "auto", "calibrate"] = Field(
+        "auto", description="auto: use a persisted baseline or calibrate once; calibrate: always re-learn at start"
+    )
+    duration_s: float = Field(600.0, gt=0, description="seconds of normal running to learn from")
+    state: Path = Path("/var/lib/factoryedge/baseline.json")
+
+
+class ScoringConfig(ScorerConfig):
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+
+
+class MqttConfig(_Section):
+    uri: str = Field(description="mqtt://host:1883 or mqtts://host:8883 (no credentials in the URI)")
+    options: dict = Field(default_factory=dict, description="MqttSink options: client_id, qos, protocol, tls and secret files")
+    outbox: Path = Path("/var/lib/factoryedge/outbox.sqlite")
+    telemetry_interval_s: float = Field(10.0, gt=0)
+    health_interval_s: float = Field(30.0, gt=0)
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class DeviceProfile(_Section):
+    kind: Literal["condition_monitoring"] = "condition_monitoring"
+    identity: Identity
+    sensor: SensorConfig
+    model: ModelConfig
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    mqtt: MqttConfig
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @field_validator("mqtt")
+    @classmethod
+    def _no_inline_secrets(cls, v: MqttConfig) -> MqttConfig:
+        for key in v.options:
+            if key.lower() in ("password", "key", "secret", "token"):
+                raise ValueError(
+                    f"option {key!r} would put a secret in the profile; use password_env / password_file instead"
+                )
+        return v
+
+
+def load_profile(path: str | Path) -> DeviceProfile:
+    """Read and validate a profile; relative paths inside it are relative to the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"device profile {p} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"{p}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a profile is a YAML mapping with sections identity, sensor, model, mqtt")
+    try:
+        profile = DeviceProfile.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{p}: {format_validation_error(e)}") from None
+    base = p.resolve().parent
+    profile.model.bundle = _relative_to(base, profile.model.bundle)
+    profile.scoring.baseline.state = _relative_to(base, profile.scoring.baseline.state)
+    profile.mqtt.outbox = _relative_to(base, profile.mqtt.outbox)
+    return profile
+
+
+def _relative_to(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else base / path

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from factoryedge.runtimes.scorer import Scorer, ScorerConfig
+
+
+def feed(scorer, scores):
+    t = np.arange(len(scores), dtype=float)
+    return scorer.update(np.asarray(scores, float), t, t + 1)
+
+
+def test_single_spike_does_not_raise():
+    s = Scorer(1.0, ScorerConfig(k=3, n=5))
+    assert feed(s, [0.5, 0.5, 9.0, 0.5, 0.5, 0.5, 9.0, 0.5]) == []
+    assert s.windows_over == 2 and s.active is None
+
+
+def test_k_of_n_raises_once_then_clears_with_hysteresis():
+    s = Scorer(1.0, ScorerConfig(k=3, n=5, clear_windows=4, hysteresis=0.8))
+    ev = feed(s, [0.5, 1.5, 0.5, 1.6, 1.7, 1.8, 1.9])
+    assert [e.kind for e in ev] == ["raised"]
+    assert ev[0].severity == "warning" and ev[0].window_start == 4.0
+    # 0.9 is below the threshold but above the clear level: still active
+    assert feed(s, [0.9] * 10) == []
+    ev = feed(s, [0.5, 0.5, 0.5, 0.5])
+    assert [e.kind for e in ev] == ["cleared"] and s.active is None
+    assert ev[0].peak_score == pytest.approx(1.9)
+
+
+def test_escalation_by_severity_and_unique_event_ids():
+    s = Scorer(1.0, ScorerConfig(k=2, n=3))
+    ev = feed(s, [1.2, 1.3, 1.4, 3.0, 3.0, 3.0, 8.0, 8.0, 8.0])
+    assert [(e.kind, e.severity) for e in ev] == [("raised", "warning"), ("escalated", "alarm"), ("escalated", "critical")]
+    assert len({e.event_id for e in ev}) == 3
+
+
+def test_threshold_override_and_runtime_change():
+    s = Scorer(1.0, ScorerConfig(threshold=10.0, k=1, n=1))
+    assert feed(s, [5.0]) == []
+    s.set_threshold(2.0)
+    assert [e.kind for e in feed(s, [5.0])] == ["raised"]
+    with pytest.raises(ValueError, match="positive number"):
+        s.set_threshold(-1)
+
+
+def test_config_validation_names_the_problem():
+    with pytest.raises(ValidationError, match="k \\(6\\) must not exceed n \\(5\\)"):
+        ScorerConfig(k=6, n=5)
+    with pytest.raises(ValidationError, match="must increase"):
+        ScorerConfig(severity={"warning": 1.0, "alarm": 5.0, "critical": 2.0})
