@@ -5,6 +5,7 @@ instead, through the same preprocessing and backend objects.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ from factoryedge.errors import DataError
 from factoryedge.features import make_preprocessor
 from factoryedge.features.windowing import sliding_windows, window_starts
 from factoryedge.runtimes.backends.onnxruntime import OnnxRuntimeBackend
+
+log = logging.getLogger(__name__)
 
 BATCH = 256
 
@@ -28,8 +31,12 @@ class RecordingScores:
     baseline: np.ndarray | None
 
 
-def check_compatible(bundle: Bundle, rec: Recording) -> None:
-    """Refuse recordings the model was not built for, instead of scoring nonsense."""
+def match_recording(bundle: Bundle, rec: Recording) -> Recording:
+    """The recording as the bundle's model needs it, or a DataError saying why it cannot be.
+
+    Channels are matched by name; a file with generic names (WAV, NPY) and the right number
+    of channels is taken by position, which is logged.
+    """
     spec = bundle.manifest.preprocessing
     if rec.sample_rate != spec.sample_rate:
         raise DataError(
@@ -37,11 +44,17 @@ def check_compatible(bundle: Bundle, rec: Recording) -> None:
             f"{spec.sample_rate:g} Hz; a rate mismatch alone makes windows look anomalous. "
             "Resample the recording or use a bundle trained at its rate"
         )
-    if rec.channels != tuple(spec.channels) and rec.n_samples and rec.signal.shape[1] != len(spec.channels):
-        raise DataError(
-            f"{rec.source} has {rec.signal.shape[1]} channel(s) {list(rec.channels)}; "
-            f"bundle {bundle.manifest.name} expects {list(spec.channels)}"
-        )
+    wanted = tuple(spec.channels)
+    if rec.channels == wanted:
+        return rec
+    if all(c in rec.channels for c in wanted):
+        return rec.select_channels(wanted)
+    if len(rec.channels) == len(wanted):
+        log.info("%s: channels %s taken as the bundle's %s by position", rec.source, list(rec.channels), list(wanted))
+        return rec
+    raise DataError(
+        f"{rec.source} has channel(s) {list(rec.channels)}; bundle {bundle.manifest.name} expects {list(wanted)}"
+    )
 
 
 class OfflineScorer:
@@ -62,7 +75,7 @@ class OfflineScorer:
             )
 
     def score(self, rec: Recording) -> RecordingScores:
-        check_compatible(self.bundle, rec)
+        rec = match_recording(self.bundle, rec)
         windows = sliding_windows(rec.signal, self.spec.window, self.spec.hop)
         starts = window_starts(rec.n_samples, self.spec.window, self.spec.hop) / rec.sample_rate
         model, base = [], []

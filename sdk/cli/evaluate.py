@@ -31,13 +31,15 @@ def run(args: argparse.Namespace) -> int:
     bundle.require_kind("vibration")
     m = bundle.manifest
     spec = m.preprocessing
-    channels = tuple(c.strip() for c in args.channels.split(",")) if args.channels else tuple(spec.channels)
+    from factoryedge.runtimes.offline import match_recording
+    channels = tuple(c.strip() for c in args.channels.split(",")) if args.channels else None
     selection = resolve(args.data, sample_rate=args.sample_rate, channels=channels)
     trained_on = {d.sha256 for d in m.provenance.data}
     split = m.provenance.split
     start = split.get("train_fraction", 0.0) + split.get("calibration_fraction", 0.0)
     normal = []
     for rec in selection.normal:
+        rec = match_recording(bundle, rec)
         if recording_sha256(rec) in trained_on:
             log.info("%s was used for training and calibration; evaluating only its held-out part [%.2f:1]", rec.source, start)
             rec = rec.slice_fraction(start, 1.0)

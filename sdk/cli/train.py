@@ -37,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+    from pydantic import ValidationError
 
+    from factoryedge.bundle import format_validation_error
     from factoryedge.data.datasets import DATASET_MAX_FREQUENCY, resolve
     from factoryedge.features.vibration import SKF6205_ORDERS, default_feature_spec
     from factoryedge.training.trainer import FitConfig
@@ -65,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
             first.sample_rate, first.channels, window=args.window, hop=args.hop, max_frequency=max_freq,
             shaft_hz=rpm / 60.0 if orders else None, defect_orders=orders,
         )
-    except ValueError as e:
-        raise ConfigError(f"feature settings are invalid: {e}") from None
+    except ValidationError as e:
+        raise ConfigError(f"feature settings are invalid: {format_validation_error(e)}") from None
     epochs = args.epochs or (300 if args.model == "dense" else 150)
     cfg = VibrationTrainConfig(
         model=args.model, lstm_input=args.lstm_input,
