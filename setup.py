@@ -50,9 +50,11 @@ setup(
         "factoryedge.exporters",
         "factoryedge.runtimes",
         "factoryedge.runtimes.backends",
+        "factoryedge.runtimes.sources",
+        "factoryedge.runtimes.sinks",
         "factoryedge.firmware_config",
     ],
-    package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "**/*"]},
+    package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "*/*.md", "*/*.yaml", "*/*.rules", "*/*.service", "*/*.conf"]},
     install_requires=["numpy>=1.24", "scipy>=1.10", "pydantic>=2.5", "PyYAML>=6.0"],
     extras_require={
         "device": DEVICE,

@@ -60,11 +60,12 @@ def match_recording(bundle: Bundle, rec: Recording) -> Recording:
 class OfflineScorer:
     """Scores recordings with a bundle's model and, if present, its baseline."""
 
-    def __init__(self, bundle: Bundle):
+    def __init__(self, bundle: Bundle, hop: int | None = None):
         bundle.require_kind("vibration")
         self.bundle = bundle
         m = bundle.manifest
         self.spec = m.preprocessing
+        self.hop = hop or self.spec.hop
         self.preprocess = make_preprocessor(m.preprocessing)
         self.backend = OnnxRuntimeBackend(bundle.model_path, m.model.inputs, m.model.outputs)
         self.baseline = None
@@ -76,8 +77,8 @@ class OfflineScorer:
 
     def score(self, rec: Recording) -> RecordingScores:
         rec = match_recording(self.bundle, rec)
-        windows = sliding_windows(rec.signal, self.spec.window, self.spec.hop)
-        starts = window_starts(rec.n_samples, self.spec.window, self.spec.hop) / rec.sample_rate
+        windows = sliding_windows(rec.signal, self.spec.window, self.hop)
+        starts = window_starts(rec.n_samples, self.spec.window, self.hop) / rec.sample_rate
         model, base = [], []
         for i in range(0, len(windows), BATCH):
             w = windows[i : i + BATCH]

@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="report directory (default: evaluation/<bundle name>)")
     p.add_argument("--sample-rate", type=float, help="sample rate in Hz for CSV/NPY files")
     p.add_argument("--channels", help="comma-separated channel names to use")
+    p.add_argument("--hop", type=int, help="samples between evaluated windows (default: the bundle's hop); "
+                                           "a smaller hop scores more, overlapping, windows")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("evaluation needs normal recordings to measure false alarms; add normal=PATH")
     if not selection.faults:
         raise DataError("evaluation needs fault recordings; add LABEL=PATH with the fault class as LABEL")
-    scorer = OfflineScorer(bundle)
+    scorer = OfflineScorer(bundle, hop=args.hop)
     items = []
     for rec in normal + selection.faults:
         s = scorer.score(rec)
