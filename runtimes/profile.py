@@ -48,6 +48,12 @@ class BaselineConfig(_Section):
     duration_s: float = Field(600.0, gt=0, description="seconds of normal running to learn from")
     state: Path = Path("/var/lib/factoryedge/baseline.json")
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML 1.1 reads a bare `off` as false; that is what the user wrote.
+        return "off" if v is False else v
+
 
 class ScoringConfig(ScorerConfig):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
@@ -79,7 +85,8 @@ class DeviceProfile(_Section):
     @classmethod
     def _no_inline_secrets(cls, v: MqttConfig) -> MqttConfig:
         for key in v.options:
-            if key.lower() in ("password", "key", "secret", "token"):
+            # "key" is the TLS key *file path*; these would be the secret itself.
+            if key.lower() in ("password", "secret", "token", "passwd"):
                 raise ValueError(
                     f"option {key!r} would put a secret in the profile; use password_env / password_file instead"
                 )

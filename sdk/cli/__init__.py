@@ -21,6 +21,8 @@ COMMANDS = {
     "export": ("export", "export a training run's checkpoint to a bundle (ONNX + parity check)"),
     "evaluate": ("evaluate", "score labelled recordings with a bundle and its baseline; report metrics"),
     "inspect": ("inspect", "show and verify a bundle's manifest"),
+    "run": ("run", "run the device program from a profile: sensor in, anomalies out over MQTT"),
+    "simulate-sensor": ("simulate_sensor", "stream a simulated or recorded vibration sensor to a pty or serial port"),
 }
 
 EPILOG = """examples:

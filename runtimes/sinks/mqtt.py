@@ -1,0 +1,399 @@
+"""MQTT sink with store-and-forward: an anomaly event, once accepted, is delivered at least once.
+
+``publish_event`` commits the message to the on-disk outbox before returning. A drainer
+thread sends pending rows whenever the client is connected, at most ``max_inflight`` at a
+time, and marks a row delivered only when its PUBACK (QoS 1) or PUBCOMP (QoS 2) arrives. On
+a disconnect the unacknowledged rows are sent again after reconnecting, and a new process
+on the same outbox file first sends what a crashed one left, so a message may arrive twice:
+consumers de-duplicate by ``event_id`` (see ``firmware-config/mqtt.md``).
+
+Telemetry and health (``publish_telemetry``) go out at QoS 0 and are not persisted: a lost
+sample is replaced by the next one. The retained ``status`` topic says ``online`` after
+every (re)connect; the Last Will sets it to ``offline`` (reason ``connection_lost``) when
+the device vanishes, and ``close`` sets it to ``offline`` (reason ``shutdown``).
+
+paho-mqtt is imported when a sink is opened, never when this module is imported.
+Threads: paho's network thread only queues work (no disk I/O there), the drainer owns the
+mid -> row map, and commands run on a worker thread of their own (``commands``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from factoryedge.errors import ConfigError, SinkError, missing_dependency
+
+from . import payloads as pl
+from .commands import CommandCallback, CommandDispatcher
+from .mqtt_config import MqttConfig, parse_mqtt_uri
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SinkStats:
+    """Counters since the sink was opened, plus the current outbox depth."""
+
+    connected: bool
+    events_put: int
+    published: int
+    acked: int
+    rejected: int
+    reconnects: int
+    connect_failures: int
+    telemetry_sent: int
+    telemetry_dropped: int
+    commands: int
+    outbox_depth: int
+    outbox_over_limit: int
+
+
+def _import_paho():
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError:
+        raise missing_dependency("paho.mqtt", "device", "publishing over MQTT") from None
+    return mqtt
+
+
+class MqttSink:
+    """Publishes one machine's events, telemetry and status to a broker; see the module doc."""
+
+    def __init__(self, config: MqttConfig, identity: pl.Identity, outbox: Outbox | str | Path):
+        mqtt = _import_paho()
+        self.config = config
+        self.identity = identity
+        self.topics = pl.Topics.for_identity(identity, config.topic_root)
+        self._owns_outbox = not isinstance(outbox, Outbox)
+        self.outbox = Outbox(outbox) if self._owns_outbox else outbox
+        self._events: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._dispatcher: CommandDispatcher | None = None
+        self._progress = threading.Condition()
+        self._counts = dict.fromkeys(("events_put", "published", "acked", "rejected", "connects",
+                                      "connect_failures", "telemetry_sent", "telemetry_dropped"), 0)
+        self._connected = False
+        self._closing = False
+        self._closed = False
+        self._final_depth = 0
+        self._client = self._make_client(mqtt)
+        depth = self.outbox.depth()
+        if depth:
+            log.info("mqtt outbox holds %d undelivered messages from an earlier run path=%s", depth, self.outbox.path)
+        self._drainer = threading.Thread(target=self._drain_loop, name="factoryedge-mqtt-drain", daemon=True)
+        self._drainer.start()
+        self._client.connect_async(config.host, config.port, config.keepalive,
+                                   **({"clean_start": True} if config.protocol == "5" else {}))
+        self._client.loop_start()
+        log.info("mqtt sink opened host=%s port=%d tls=%s client_id=%s topics=%s outbox=%s", config.host,
+                 config.port, config.tls, config.client_id, self.topics.base, self.outbox.path)
+
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> MqttSink:
+        """Open a sink from ``mqtt://`` / ``mqtts://`` (options: ``mqtt_config.OPTIONS``)."""
+        settings = parse_mqtt_uri(uri, **options)
+        _import_paho()  # before the outbox file is created
+        outbox = Outbox(settings.outbox, max_pending=settings.max_pending)
+        try:
+            sink = cls(settings.mqtt, settings.identity, outbox)
+        except BaseException:
+            outbox.close()
+            raise
+        sink._owns_outbox = True
+        return sink
+
+    def _make_client(self, mqtt):
+        cfg = self.config
+        # Clean session: commands are only meant for a device that is online to answer them;
+        # a stale set_threshold queued for hours should not apply itself. Events need no
+        # broker session because the outbox re-sends them.
+        protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
+                             protocol=protocol, clean_session=None if cfg.protocol == "5" else True)
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls:
+            try:
+                client.tls_set(ca_certs=cfg.ca, certfile=cfg.cert, keyfile=cfg.key)
+            except (OSError, ValueError) as e:
+                raise SinkError(f"TLS setup failed for ca={cfg.ca!r} cert={cfg.cert!r} key={cfg.key!r}: {e}") from e
+            if cfg.tls_insecure:
+                log.warning("mqtt TLS host name checking is off (tls_insecure=true); use only on a lab network")
+                client.tls_insecure_set(True)
+        will = pl.status_payload(self.identity, "offline", "connection_lost", cfg.client_id).to_bytes()
+        client.will_set(self.topics.status, will, qos=1, retain=True)
+        client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)
+        client.max_inflight_messages_set(cfg.max_inflight)
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))  # paho's own errors, e.g. in callbacks
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def publish_event(self, topic: str, payload: Any, retain: bool = False) -> int:
+        """Store a message in the outbox (durably) and queue it for sending; returns its row id.
+
+        ``payload`` may be bytes, str, a dict (sent as JSON) or a payload model. Raises
+        SinkError if the outbox cannot store it (e.g. the disk is full).
+        """
+        if self._closed:
+            raise SinkError(f"the MQTT sink to {self.config.host!r} is closed; open a new one to publish")
+        row = self.outbox.put(_check_topic(topic), _encode(payload), qos=self.config.qos, retain=retain)
+        self._count("events_put")
+        self._events.put(("wake",))
+        return row
+
+    def publish_anomaly(self, payload: pl.AnomalyPayload) -> int:
+        """``publish_event`` on this machine's ``event/anomaly`` topic."""
+        return self.publish_event(self.topics.anomaly, payload)
+
+    def publish_telemetry(self, topic: str, payload: Any) -> bool:
+        """Send at QoS 0 if connected, without persisting (telemetry, health); False if dropped."""
+        if not self._connected or self._closed:
+            self._count("telemetry_dropped")
+            return False
+        info = self._client.publish(_check_topic(topic), _encode(payload), qos=0)
+        ok = info.rc == 0
+        self._count("telemetry_sent" if ok else "telemetry_dropped")
+        return ok
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the outbox is empty; False if messages are still pending at the timeout."""
+        return self._wait(lambda: self.outbox.depth() == 0, timeout)
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected to the broker (for start-up checks and tests)."""
+        return self._wait(lambda: self._connected, timeout)
+
+    def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._progress:  # notified by the drainer and on (dis)connect; 0.5 s is a safety net
+            while not done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(min(remaining, 0.5))
+        return True
+
+    def stats(self) -> SinkStats:
+        with self._progress:
+            c = dict(self._counts)
+        closed = self._closed
+        return SinkStats(connected=self._connected, events_put=c["events_put"], published=c["published"],
+                         acked=c["acked"], rejected=c["rejected"], reconnects=max(0, c["connects"] - 1),
+                         connect_failures=c["connect_failures"], telemetry_sent=c["telemetry_sent"],
+                         telemetry_dropped=c["telemetry_dropped"],
+                         commands=self._dispatcher.received if self._dispatcher else 0,
+                         outbox_depth=self._final_depth if closed else self.outbox.depth(),
+                         outbox_over_limit=self.outbox.over_limit)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._progress:
+            self._counts[name] += n
+
+    # -- the drainer (owns the mid -> row map) ----------------------------------------------
+
+    def _drain_loop(self) -> None:
+        inflight: dict[int, int] = {}
+        sent_upto = 0  # rows up to this id were sent on the current connection
+        connected = False
+        while True:
+            try:
+                batch = [self._events.get(timeout=1.0)]
+            except queue.Empty:
+                batch = [("tick",)]  # a safety net: a lost wake-up costs at most a second
+            while True:
+                try:
+                    batch.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                acked, stop = [], False
+                for event in batch:
+                    kind = event[0]
+                    if kind == "ack":
+                        row = inflight.pop(event[1], None)
+                        if row is not None and event[2]:
+                            log.error("broker refused an outbox message row=%d reason=%s; it stays in the "
+                                      "outbox and is retried on the next connection", row, event[3])
+                            self._count("rejected")
+                        elif row is not None:
+                            acked.append(row)
+                    elif kind in ("connected", "disconnected"):
+                        # un-acked rows of the old connection go out again on the new one
+                        connected, sent_upto = kind == "connected", 0
+                        inflight.clear()
+                    elif kind == "stop":
+                        stop = True
+                if acked:
+                    with self._progress:  # so flush() never sees the rows gone but not yet counted
+                        self.outbox.mark_delivered(acked)
+                        self._counts["acked"] += len(acked)
+                if stop:
+                    return
+                if connected and len(inflight) < self.config.max_inflight:
+                    sent_upto = self._send_more(inflight, sent_upto)
+            except Exception:  # noqa: BLE001 - the drainer must outlive any one failure
+                log.exception("mqtt outbox drainer failed; retrying in 1 s")
+                time.sleep(1.0)
+            with self._progress:
+                self._progress.notify_all()
+
+    def _send_more(self, inflight: dict[int, int], sent_upto: int) -> int:
+        rows = self.outbox.pending(self.config.max_inflight - len(inflight), after=sent_upto)
+        for msg in rows:
+            try:
+                info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            except ValueError as e:  # a row no publish can send (e.g. written by other software)
+                log.error("mqtt cannot send outbox row=%d topic=%r: %s; it stays in %s for inspection",
+                          msg.id, msg.topic, e, self.outbox.path)
+                sent_upto = msg.id
+                continue
+            if info.rc not in (0, 4):  # 4 = not connected: paho keeps it and sends on reconnect
+                log.warning("mqtt publish failed row=%d rc=%s; retried on the next connection", msg.id, info.rc)
+                break
+            inflight[info.mid] = msg.id
+            sent_upto = msg.id
+            self._count("published")
+        # no self-wake needed: a full page fills the window, and each PUBACK wakes the drainer
+        return sent_upto
+
+    # -- paho callbacks (network thread: queue work, never block) -----------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._count("connect_failures")
+            log.error("mqtt broker refused the connection host=%s reason=%s", self.config.host, reason_code)
+            return
+        self._count("connects")
+        online = pl.status_payload(self.identity, "online", "connected", self.config.client_id).to_bytes()
+        client.publish(self.topics.status, online, qos=1, retain=True)
+        if self._dispatcher is not None:
+            client.subscribe(self.topics.command, qos=1)
+        log.info("mqtt connected host=%s port=%d session_present=%s", self.config.host, self.config.port,
+                 getattr(flags, "session_present", None))
+        with self._progress:
+            self._connected = True
+            self._progress.notify_all()
+        self._events.put(("connected",))
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._count("connect_failures")
+        failures = self._counts["connect_failures"]
+        level = logging.WARNING if failures == 1 or failures % 30 == 0 else logging.DEBUG
+        log.log(level, "mqtt cannot reach the broker host=%s port=%d failures=%d; retrying (outbox keeps events)",
+                self.config.host, self.config.port, failures)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        with self._progress:
+            self._connected = False
+            self._progress.notify_all()
+        self._events.put(("disconnected",))
+        if not self._closing:
+            log.warning("mqtt disconnected host=%s reason=%s; reconnecting", self.config.host, reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._events.put(("ack", mid, reason_code.is_failure, str(reason_code)))
+
+    def _on_message(self, client, userdata, message) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.submit(message)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def subscribe_commands(self, callback: CommandCallback) -> None:
+        """Call ``callback(command)`` for each command on this machine's command topic.
+
+        It runs on a worker thread, one command at a time; it returns None or a dict
+        (status "ok", the dict as result) or a ``payloads.CommandReply`` (e.g. "accepted"
+        for work that continues in the background); an exception answers "error". See
+        ``commands`` for duplicates and MQTT 5 response topics. Call once per sink.
+        """
+        if self._dispatcher is not None:
+            raise SinkError("subscribe_commands was already called on this sink; give one callback that dispatches")
+        self._dispatcher = CommandDispatcher(self.identity, self.topics, callback, self._respond)
+        if self._connected:
+            self._client.subscribe(self.topics.command, qos=1)
+
+    def _respond(self, topic: str, body: bytes, correlation: bytes | None) -> None:
+        properties = None
+        if correlation is not None:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = correlation
+        self._client.publish(_check_topic(topic), body, qos=1, properties=properties)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Flush the outbox (up to ``timeout``), publish "offline", disconnect; True if all went out.
+
+        Anything still pending stays in the outbox file and is sent by the next process.
+        """
+        if self._closed:
+            return True
+        self._closing = True
+        deadline = time.monotonic() + timeout
+        reserve = min(2.0, timeout / 4)  # time kept back for the offline status
+        flushed = self.flush(max(0.0, timeout - reserve))
+        if self._connected:
+            offline = pl.status_payload(self.identity, "offline", "shutdown", self.config.client_id).to_bytes()
+            info = self._client.publish(self.topics.status, offline, qos=1, retain=True)
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            except (ValueError, RuntimeError) as e:
+                log.warning("mqtt could not publish the offline status: %s", e)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._events.put(("stop",))
+        self._drainer.join(timeout=5.0)
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+        depth = self._final_depth = self.outbox.depth()
+        if depth:
+            log.warning("mqtt sink closed with %d undelivered messages; they stay in %s for the next start",
+                        depth, self.outbox.path)
+        if self._owns_outbox:
+            self.outbox.close()
+        self._closed = True
+        log.info("mqtt sink closed flushed=%s", flushed and depth == 0)
+        return flushed and depth == 0
+
+    def __enter__(self) -> MqttSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_topic(topic: str) -> str:
+    if not isinstance(topic, str) or not topic or any(c in topic for c in "+#\0") or len(topic.encode()) > 65535:
+        raise ConfigError(f"{topic!r} is not a topic one can publish to; use a non-empty name without '+', '#'")
+    return topic
+
+
+def _encode(payload: Any) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode()
+    if isinstance(payload, dict):
+        try:
+            return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"cannot publish {payload!r} as JSON: {e}") from None
+    if isinstance(payload, pl._Payload):
+        return payload.to_bytes()
+    raise ConfigError(f"cannot publish a {type(payload).__name__}; give bytes, str, a dict or a payload model")

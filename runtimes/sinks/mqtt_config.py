@@ -1,0 +1,206 @@
+"""Reading ``mqtt://`` and ``mqtts://`` sink URIs into checked settings.
+
+``mqtt://HOST[:PORT]?site=S&line=L&machine=M&OPTION=VALUE...``; every option may also be
+given as a keyword argument (keywords win), which is how device profiles pass them.
+Credentials never appear in the URI itself: URIs end up in logs, profiles and bug reports.
+A user name may be given plainly (``username=``), from an environment variable
+(``username_env=``) or a file (``username_file=``); a password only from an environment
+variable (``password_env=``) or a file (``password_file=``, trailing newline stripped), e.g.
+a systemd credential or a root-only file under /etc/factoryedge.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from factoryedge.errors import ConfigError
+
+from .payloads import Identity
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+PROTOCOLS = {"5": "5", "5.0": "5", "3.1.1": "3.1.1", "311": "3.1.1"}
+OPTIONS = (
+    "site", "line", "machine", "device_id", "client_id", "outbox", "max_pending", "qos", "protocol",
+    "keepalive", "max_inflight", "reconnect_min", "reconnect_max", "topic_root",
+    "ca", "cert", "key", "tls_insecure",
+    "username", "username_env", "username_file", "password_env", "password_file",
+)
+_CREDENTIALS_HELP = ("give username=NAME (or username_env=VAR / username_file=PATH) and password_env=VAR "
+                     "or password_file=PATH as options instead")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Everything needed to connect; ``password`` is kept out of repr so it never reaches a log."""
+
+    host: str
+    port: int
+    client_id: str
+    tls: bool = False
+    qos: int = 1
+    protocol: str = "5"
+    keepalive: int = 30
+    max_inflight: int = 20
+    reconnect_min: float = 1.0
+    reconnect_max: float = 30.0
+    topic_root: str = "factoryedge"
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    tls_insecure: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    """A parsed sink URI: connection, machine identity and where the outbox lives."""
+
+    mqtt: MqttConfig
+    identity: Identity
+    outbox: Path
+    max_pending: int | None
+
+
+def parse_mqtt_uri(uri: str, **options: Any) -> SinkSettings:
+    """Parse and check a sink URI plus keyword options; raises ConfigError naming the problem."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ConfigError(f"{uri!r} is not an MQTT URI; use mqtt://HOST:1883?... or mqtts://HOST:8883?...")
+    if parts.username is not None or parts.password is not None:
+        shown = f"{parts.scheme}://{parts.username or ''}{':***' if parts.password is not None else ''}@{parts.hostname}"
+        raise ConfigError(f"credentials in the URI ({shown!r}) are not allowed, because URIs are logged; "
+                          + _CREDENTIALS_HELP)
+    if not parts.hostname:
+        raise ConfigError(f"{uri!r} names no broker host; write e.g. {scheme}://broker.local:{DEFAULT_PORTS[scheme]}")
+    try:
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise ConfigError(f"{uri!r} has an invalid port; use a number from 1 to 65535") from None
+    if parts.path not in ("", "/"):
+        raise ConfigError(f"{uri!r}: an MQTT URI has no path ({parts.path!r}); put options after '?'")
+    opts = _query(uri, parts.query)
+    opts.update({k: str(v) for k, v in options.items() if v is not None})
+    unknown = sorted(set(opts) - set(OPTIONS))
+    if "password" in unknown or "pass" in unknown:
+        raise ConfigError(f"a password option in {_masked(uri)!r} is not allowed; " + _CREDENTIALS_HELP)
+    if unknown:
+        raise ConfigError(f"unknown MQTT sink options {unknown}; valid: {', '.join(OPTIONS)}")
+    tls = scheme == "mqtts"
+    for name in ("ca", "cert", "key", "tls_insecure"):
+        if name in opts and not tls:
+            raise ConfigError(f"option {name}={opts[name]!r} needs TLS; use mqtts://{parts.hostname}:8883")
+    for name in ("ca", "cert", "key"):
+        if name in opts and not Path(opts[name]).is_file():
+            raise ConfigError(f"{name}={opts[name]!r}: no such file; give the path of a PEM file")
+    if "key" in opts and "cert" not in opts:
+        raise ConfigError(f"key={opts['key']!r} given without cert=; a client key needs its certificate")
+
+    identity = _identity(opts)
+    client_id = opts.get("client_id", f"factoryedge-{identity.device_id}")
+    if not _CLIENT_ID.fullmatch(client_id):
+        raise ConfigError(f"client_id={client_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ -")
+    username = _one_of(opts, "username", ("username", "username_env", "username_file"))
+    password = _one_of(opts, "password", ("password_env", "password_file"))
+    if password is not None and username is None:
+        raise ConfigError("a password is given without a user name; add username=NAME (or username_env/_file)")
+    max_pending = opts.get("max_pending", "100000")
+    mqtt = MqttConfig(
+        host=parts.hostname, port=port, client_id=client_id, tls=tls,
+        qos=_choice(opts, "qos", "1", {"1": 1, "2": 2}, "(events need at-least-once; telemetry is always QoS 0)"),
+        protocol=_choice(opts, "protocol", "5", PROTOCOLS, ""),
+        keepalive=int(_number(opts, "keepalive", 30, 5, 65535, int)),
+        max_inflight=int(_number(opts, "max_inflight", 20, 1, 65535, int)),
+        reconnect_min=_number(opts, "reconnect_min", 1.0, 0.01, 3600, float),
+        reconnect_max=_number(opts, "reconnect_max", 30.0, 0.01, 3600, float),
+        topic_root=opts.get("topic_root", "factoryedge"),
+        ca=opts.get("ca"), cert=opts.get("cert"), key=opts.get("key"),
+        tls_insecure=_choice(opts, "tls_insecure", "false", {"true": True, "false": False}, ""),
+        username=username, password=password,
+    )
+    if mqtt.reconnect_max < mqtt.reconnect_min:
+        raise ConfigError(f"reconnect_max={mqtt.reconnect_max!r} is below reconnect_min={mqtt.reconnect_min!r}")
+    outbox = Path(opts["outbox"]) if "outbox" in opts else default_state_dir() / f"outbox-{client_id}.sqlite"
+    return SinkSettings(mqtt=mqtt, identity=identity, outbox=outbox,
+                        max_pending=None if max_pending.lower() == "none" else
+                        int(_number(opts, "max_pending", 100000, 1, 10**12, int)))
+
+
+def default_state_dir() -> Path:
+    """systemd's ``$STATE_DIRECTORY`` (StateDirectory=), else ``~/.local/state/factoryedge``."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0])
+    return Path.home() / ".local" / "state" / "factoryedge"
+
+
+def _query(uri: str, query: str) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if key in opts:
+            raise ConfigError(f"option {key!r} is given twice in {_masked(uri)!r}")
+        opts[key] = value
+    return opts
+
+
+def _masked(uri: str) -> str:
+    return re.sub(r"(password|pass)=[^&]*", r"\1=***", uri)
+
+
+def _identity(opts: dict[str, str]) -> Identity:
+    missing = [k for k in ("site", "line", "machine") if not opts.get(k)]
+    if missing:
+        raise ConfigError(f"the MQTT sink needs {', '.join(missing)} for its topics; e.g. "
+                          "mqtt://broker:1883?site=plant1&line=press3&machine=m7")
+    device_id = opts.get("device_id") or socket.gethostname().split(".")[0]
+    return Identity(site=opts["site"], line=opts["line"], machine=opts["machine"], device_id=device_id)
+
+
+def _one_of(opts: dict[str, str], what: str, names: tuple[str, ...]) -> str | None:
+    given = [n for n in names if n in opts]
+    if len(given) > 1:
+        raise ConfigError(f"give the {what} one way only, not {' and '.join(given)}")
+    if not given:
+        return None
+    name = given[0]
+    if name.endswith("_env"):
+        value = os.environ.get(opts[name])
+        if not value:
+            raise ConfigError(f"{name}={opts[name]!r}: that environment variable is not set or empty")
+        return value
+    if name.endswith("_file"):
+        try:
+            value = Path(opts[name]).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{name}={opts[name]!r}: cannot read the {what} from it ({e.__class__.__name__})") from None
+        if not value:
+            raise ConfigError(f"{name}={opts[name]!r}: the file is empty")
+        return value
+    return opts[name]
+
+
+def _choice(opts: dict[str, str], name: str, default: str, valid: dict[str, Any], why: str) -> Any:
+    value = opts.get(name, default).lower()
+    if value not in valid:
+        raise ConfigError(f"{name}={opts[name]!r} is not valid; use one of {', '.join(valid)} {why}".rstrip())
+    return valid[value]
+
+
+def _number(opts: dict[str, str], name: str, default: float, lo: float, hi: float, kind: type) -> float:
+    if name not in opts:
+        return default
+    try:
+        value = kind(opts[name])
+    except ValueError:
+        value = None
+    if value is None or not (lo <= value <= hi):
+        raise ConfigError(f"{name}={opts[name]!r} is not valid; use a{'n integer' if kind is int else ' number'} "
+                          f"from {lo} to {hi}")
+    return value

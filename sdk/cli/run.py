@@ -1,0 +1,41 @@
+"""``factoryedge run PROFILE``: the device program, until SIGTERM or SIGINT."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from pathlib import Path
+
+log = logging.getLogger("factoryedge.run")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("profile", type=Path, help="device profile (YAML); examples in firmware-config/profiles/")
+    p.add_argument("--check", action="store_true", help="validate the profile and the bundle, then exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from factoryedge.runtimes.logs import configure
+    from factoryedge.runtimes.profile import load_profile
+
+    profile = load_profile(args.profile)
+    if not args.verbose:
+        configure(profile.logging.level, profile.logging.format)
+    if args.check:
+        from factoryedge.runtimes.monitor import load_model
+
+        model = load_model(profile.model.bundle, profile.model.backend)
+        print(f"profile {args.profile} is valid; bundle {model.name} {model.version} verified")
+        return 0
+    from factoryedge.runtimes.monitor import ConditionMonitor
+
+    monitor = ConditionMonitor(profile)
+
+    def _stop(signum, _frame):
+        log.info("received %s: stopping and flushing the outbox", signal.Signals(signum).name)
+        monitor.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    monitor.run()
+    return 0

@@ -1,0 +1,186 @@
+"""Payload schemas, the topic scheme, and command parsing; and that mqtt.md documents them."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from factoryedge.errors import ConfigError
+from factoryedge.runtimes.scorer import Scorer, ScorerConfig
+from factoryedge.runtimes.sinks import payloads as pl
+
+from .conftest import IDENTITY, TOPICS
+
+DOC = Path(__file__).resolve().parents[3] / "firmware-config" / "mqtt.md"
+COMMON = {"schema", "device_id", "site", "line", "machine", "time_utc", "time_epoch"}
+
+
+def _anomaly(**kw):
+    args = dict(severity="alarm", score=7.5, threshold=2.5, window_start=1_700_000_000.0,
+                window_end=1_700_000_001.5, model_name="pump", model_version="1.2.0", peak_score=9.0,
+                n_windows=3, details={"top": ["rms"]})
+    return pl.anomaly_payload(IDENTITY, **{**args, **kw})
+
+
+def test_topic_scheme():
+    assert TOPICS.base == "factoryedge/v1/plant1/press3/m7"
+    assert TOPICS.anomaly == "factoryedge/v1/plant1/press3/m7/event/anomaly"
+    assert TOPICS.telemetry == "factoryedge/v1/plant1/press3/m7/telemetry/score"
+    assert TOPICS.health.endswith("/m7/health") and TOPICS.status.endswith("/m7/status")
+    assert TOPICS.command.endswith("/m7/command")
+    assert TOPICS.command_response.endswith("/m7/command/response")
+    assert pl.Topics.for_identity(IDENTITY, "acme/edge").base == "acme/edge/v1/plant1/press3/m7"
+
+
+@pytest.mark.parametrize("bad", ["", "line 3", "a/b", "+", "#", "x" * 65, "-lead", "Süd"])
+def test_identity_rejects_unsafe_topic_segments(bad):
+    with pytest.raises(ConfigError, match=re.escape(repr(bad))):
+        pl.Identity(site=bad, line="l", machine="m", device_id="d")
+
+
+def test_anomaly_payload_has_the_documented_fields():
+    event = _anomaly()
+    body = json.loads(event.to_bytes())
+    assert body["schema"] == "factoryedge.anomaly/1"
+    assert set(body) == COMMON | {
+        "event_id", "state", "severity", "score", "peak_score", "threshold", "window_start_utc",
+        "window_end_utc", "window_start_epoch", "window_end_epoch", "n_windows", "model_name",
+        "model_version", "details"}
+    assert re.fullmatch(r"[0-9a-f]{32}", body["event_id"])
+    assert body["machine"] == "m7" and body["device_id"] == "edge-test"
+    assert body["window_start_utc"] == "2023-11-14T22:13:20.000Z"
+    assert body["window_end_utc"] == "2023-11-14T22:13:21.500Z"
+    parsed = dt.datetime.fromisoformat(body["time_utc"].replace("Z", "+00:00"))
+    assert abs(parsed.timestamp() - body["time_epoch"]) < 1e-3
+    assert body["details"] == {"top": ["rms"]}
+    assert _anomaly().event_id != event.event_id
+
+
+def test_parse_payload_round_trips_and_ignores_unknown_fields():
+    event = _anomaly()
+    assert pl.parse_payload(event.to_bytes()) == event
+    newer = json.loads(event.to_bytes()) | {"added_in_a_later_minor": 1}
+    assert pl.parse_payload(json.dumps(newer)) == event
+    with pytest.raises(ConfigError, match="factoryedge.anomaly/2"):
+        pl.parse_payload(json.dumps(newer | {"schema": "factoryedge.anomaly/2"}))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"severity": "bad"}, "severity"),
+    ({"score": float("nan")}, "score"),
+    ({"threshold": 0.0}, "threshold"),
+    ({"window_end": 1.0}, "window_end"),
+    ({"event_id": "not-hex"}, "event_id"),
+])
+def test_anomaly_payload_rejects_invalid_values(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        _anomaly(**kw)
+
+
+def test_anomaly_from_a_scorer_event_keeps_its_event_id():
+    scorer = Scorer(threshold=1.0, config=ScorerConfig(k=2, n=3))
+    scores = np.array([0.1, 3.0, 3.0, 3.0])
+    events = scorer.update(scores, np.arange(4.0), np.arange(4.0) + 1)
+    assert events and events[0].kind == "raised"
+    payload = pl.anomaly_from_scorer_event(IDENTITY, events[0], "pump", "1")
+    assert payload.event_id == events[0].event_id
+    assert payload.state == "raised" and payload.severity == events[0].severity
+
+
+def test_telemetry_summarises_scores():
+    t = pl.telemetry_payload(IDENTITY, [1.0, 3.0, 2.0, float("nan")], threshold=2.0, period_start=0.0,
+                             period_end=10.0, model_name="pump", model_version="1", anomaly_state="warning")
+    body = json.loads(t.to_bytes())
+    assert body["schema"] == "factoryedge.telemetry/1"
+    assert (body["n_windows"], body["score_min"], body["score_max"], body["score_last"]) == (4, 1.0, 3.0, 2.0)
+    assert body["score_mean"] == pytest.approx(2.0) and body["n_over_threshold"] == 2
+    empty = pl.telemetry_payload(IDENTITY, [], threshold=2.0, period_start=0.0, period_end=10.0,
+                                 model_name="pump", model_version="1")
+    assert empty.n_windows == 0 and empty.score_mean is None
+
+
+def test_health_payload_measures_the_system_and_takes_counters():
+    h = pl.health_payload(IDENTITY, uptime_s=12.5, outbox_depth=3, dropped_frames=2, lag_s=0.01)
+    body = json.loads(h.to_bytes())
+    assert body["schema"] == "factoryedge.health/1"
+    assert body["outbox_depth"] == 3 and body["dropped_frames"] == 2 and body["cpu_count"] >= 1
+    assert body["cpu_temp_c"] is None or 0 < body["cpu_temp_c"] < 150
+    with pytest.raises(ConfigError, match="unknown_counter"):
+        pl.health_payload(IDENTITY, uptime_s=1, unknown_counter=1)
+
+
+def test_status_payload():
+    s = json.loads(pl.status_payload(IDENTITY, "offline", "connection_lost", "c1").to_bytes())
+    assert s["schema"] == "factoryedge.status/1" and s["state"] == "offline" and s["reason"] == "connection_lost"
+    with pytest.raises(ConfigError, match="state"):
+        pl.status_payload(IDENTITY, "sleeping", "connected", "c1")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b'{"command": "set_threshold", "args": {"threshold": 4.2}, "request_id": "r-1"}',
+     pl.Command("set_threshold", {"threshold": 4.2}, "r-1")),
+    (b'{"schema": "factoryedge.command/1", "command": "recalibrate", "request_id": 17}',
+     pl.Command("recalibrate", {"duration_s": None}, "17")),
+    ('{"command": "reload", "args": {"bundle": "/opt/models/pump-2"}}',
+     pl.Command("reload", {"bundle": "/opt/models/pump-2"}, None)),
+])
+def test_parse_command(raw, expected):
+    assert pl.parse_command(raw) == expected
+
+
+@pytest.mark.parametrize("raw, match", [
+    (b"{not json", "not valid UTF-8 JSON"),
+    (b"\xff\xfe", "not valid UTF-8 JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b'{"command": "self_destruct"}', "unknown command 'self_destruct'; valid commands: recalibrate, reload, set_threshold"),
+    (b'{"args": {}}', "unknown command None"),
+    (b'{"command": "set_threshold"}', "threshold: Field required"),
+    (b'{"command": "set_threshold", "args": {"threshold": -1}}', "greater than 0"),
+    (b'{"command": "set_threshold", "args": {"threshold": 1, "force": true}}', "force"),
+    (b'{"command": "set_threshold", "args": [1]}', "args must be a JSON object"),
+    (b'{"command": "reload", "extra": 1}', "unknown command fields \\['extra'\\]"),
+    (b'{"command": "reload", "request_id": [1]}', "request_id"),
+    (b'{"schema": "factoryedge.command/2", "command": "reload"}', "factoryedge.command/2"),
+])
+def test_parse_command_errors_say_what_is_wrong(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        pl.parse_command(raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.dictionaries(st.text(max_size=10), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3),
+    max_leaves=8), max_size=4).map(lambda d: json.dumps(d).encode())))
+def test_parse_command_never_fails_with_anything_but_config_error(raw):
+    try:
+        pl.parse_command(raw)
+    except ConfigError:
+        pass
+
+
+def test_command_response_payload():
+    r = json.loads(pl.command_response(IDENTITY, request_id="r-1", command="reload", status="accepted",
+                                       message="loading", result={"bundle": "x"}).to_bytes())
+    assert r["schema"] == "factoryedge.command_response/1"
+    assert (r["request_id"], r["command"], r["status"], r["result"]) == ("r-1", "reload", "accepted", {"bundle": "x"})
+
+
+def test_mqtt_md_documents_every_schema_topic_and_command():
+    doc = DOC.read_text(encoding="utf-8")
+    for schema in (pl.ANOMALY, pl.TELEMETRY, pl.HEALTH, pl.STATUS, pl.COMMAND, pl.COMMAND_RESPONSE):
+        assert schema in doc
+    for suffix in ("event/anomaly", "telemetry/score", "`health`", "`status`", "`command`", "command/response"):
+        assert suffix in doc
+    for command in pl.COMMANDS:
+        assert f"`{command}`" in doc
+    for field in pl.AnomalyPayload.model_fields:
+        assert field == "schema_" or f'"{field}"' in doc, field  # in the example event
+    for field in pl.HealthPayload.model_fields:
+        assert field == "schema_" or f"`{field}`" in doc, field
