@@ -30,9 +30,27 @@ class Identity(_Section):
     device_id: str = Field(pattern=_NAME)
 
 
+def _known_scheme(kind: str, uri: str) -> str:
+    from factoryedge.runtimes import registry
+
+    try:
+        scheme = registry.scheme_of(uri)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    known = registry.known(kind)
+    if scheme not in known:
+        raise ValueError(f"unknown {kind} scheme {scheme!r} in {uri!r}; known: {', '.join(sorted(known))}")
+    return uri
+
+
 class SensorConfig(_Section):
     uri: str = Field(description="source URI, e.g. serial:///dev/factoryedge-vib0?baud=921600&format=fe1")
     options: dict = Field(default_factory=dict, description="extra options for the source plugin")
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        return _known_scheme("source", v)
 
 
 class ModelConfig(_Section):
@@ -65,6 +83,11 @@ class MqttConfig(_Section):
     outbox: Path = Path("/var/lib/factoryedge/outbox.sqlite")
     telemetry_interval_s: float = Field(10.0, gt=0)
     health_interval_s: float = Field(30.0, gt=0)
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        return _known_scheme("sink", v)
 
 
 class LoggingConfig(_Section):

@@ -30,7 +30,7 @@ def tiny_onnx(n_features: int) -> bytes:
     return model.SerializeToString()
 
 
-def tiny_bundle(directory: Path, sample_rate: float = 12000.0, threshold: float = 2.0) -> Bundle:
+def tiny_bundle(directory: Path, sample_rate: float = 12000.0, threshold: float = 2.0, kind: str = "vibration") -> Bundle:
     spec = default_feature_spec(sample_rate, ("ch0",))
     from factoryedge.features import make_preprocessor
 
@@ -39,7 +39,7 @@ def tiny_bundle(directory: Path, sample_rate: float = 12000.0, threshold: float 
     manifest = Manifest(
         name="tiny",
         version="0.0.1",
-        kind="vibration",
+        kind=kind,
         model=ModelInfo(
             architecture="mean_square",
             opset=18,

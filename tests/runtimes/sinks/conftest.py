@@ -1,4 +1,4 @@
-"""Fixtures for the sink tests: a real Mosquitto per test, subscribers in child processes."""
+"""Fixtures for the sink tests (the broker and subscriber fixtures live in tests/conftest.py)."""
 from __future__ import annotations
 
 import sys
@@ -8,39 +8,10 @@ from urllib.parse import urlencode
 import pytest
 
 from factoryedge.runtimes.sinks.payloads import Identity, Topics
-from tests.support.broker import Mosquitto, Subscriber, require_binary
 
 IDENTITY = Identity(site="plant1", line="press3", machine="m7", device_id="edge-test")
 TOPICS = Topics.for_identity(IDENTITY)
 PUBLISHER = Path(__file__).with_name("_publisher.py")
-
-
-@pytest.fixture(scope="session")
-def mosquitto_binary() -> str:
-    return require_binary("mosquitto")
-
-
-@pytest.fixture
-def broker(tmp_path, mosquitto_binary):
-    """A persistent broker (sessions survive a restart, as on a plant's broker)."""
-    b = Mosquitto(tmp_path / "broker", persistence=True, binary=mosquitto_binary).start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def subscribe(tmp_path, broker):
-    """``subscribe(topics, **kw)`` starts a child-process subscriber, stopped after the test."""
-    started: list[Subscriber] = []
-
-    def start(topics, **kw) -> Subscriber:
-        sub = Subscriber(broker, list(topics), tmp_path, **kw).start()
-        started.append(sub)
-        return sub
-
-    yield start
-    for sub in started:
-        sub.stop()
 
 
 @pytest.fixture
