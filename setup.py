@@ -24,6 +24,8 @@ TRAIN = [
     "matplotlib>=3.7",
 ]
 JETSON = ["pycuda>=2022.2"]
+# The demo's fallback broker where no mosquitto binary is installed (MQTT 3.1.1 only).
+DEMO = ["amqtt>=0.11", "PyYAML>=6.0"]
 DEV = ["pytest>=7.4", "hypothesis>=6.90"]
 
 setup(
@@ -61,7 +63,8 @@ setup(
         "camera": CAMERA,
         "train": TRAIN,
         "jetson": DEVICE + JETSON,
-        "dev": sorted(set(DEVICE + CAMERA + TRAIN + DEV)),
+        "demo": DEMO,
+        "dev": sorted(set(DEVICE + CAMERA + TRAIN + DEMO + DEV)),
     },
     entry_points={"console_scripts": ["factoryedge=factoryedge.cli:main"]},
 )

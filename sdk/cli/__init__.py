@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "score labelled recordings with a bundle and its baseline; report metrics"),
     "inspect": ("inspect", "show and verify a bundle's manifest"),
     "run": ("run", "run the device program from a profile: sensor in, anomalies out over MQTT"),
+    "watch": ("watch", "print the anomalies and status that devices publish to a broker"),
     "simulate-sensor": ("simulate_sensor", "stream a simulated or recorded vibration sensor to a pty or serial port"),
 }
 

@@ -22,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=["dense", "lstm"], default="dense")
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--retrain", action="store_true", help="train again even if the demo bundle exists")
+    p.add_argument("--live-seconds", type=float, default=60.0,
+                   help="machine seconds streamed through the live device (default 60; 0 skips the live part)")
+    p.add_argument("--speed", type=float, default=3.0, help="live stream speed, x real time (default 3)")
+    p.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto",
+                   help="local broker for the live part (default: mosquitto if installed, else embedded amqtt)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     bundle_dir = out / "bundle"
     step = _steps()
-    recordings = _simulate(out)
+    recordings = _simulate()
     next(step)("simulated a normal 60 s run, a later normal run and two faulty runs")
 
     bundle = None
@@ -52,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
                f"ONNX parity {max(m.parity.max_abs_diff.values()):.1e}")
     _evaluate(bundle, recordings, out / "evaluation")
     next(step)(f"learning curves and plots: {out}/learning_curve.png, {out}/evaluation/*.png")
+    if args.live_seconds > 0:
+        from factoryedge.cli.demo_live import run_live
+
+        run_live(bundle, out, args.live_seconds, args.speed, step, broker_kind=args.broker)
     return 0
 
 
@@ -62,7 +71,7 @@ def _steps():
         yield lambda text, n=n: print(f"[{n}] {text}", flush=True)
 
 
-def _simulate(out: Path) -> dict:
+def _simulate() -> dict:
     from factoryedge.data.simulator import simulate_bearing
 
     return {

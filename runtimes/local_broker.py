@@ -1,0 +1,110 @@
+"""A throw-away MQTT broker on loopback for the demo and for trying a device on a desk.
+
+Prefers the ``mosquitto`` binary; where it is absent, an embedded amqtt broker (MQTT 3.1.1
+only) runs in a background thread. Never for production: a plant runs its own broker.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from factoryedge.errors import SinkError
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+class LocalBroker:
+    """``start()`` then ``uri``; ``protocol`` is "5" for Mosquitto, "3.1.1" for amqtt."""
+
+    def __init__(self, prefer: str = "auto"):
+        if prefer not in ("auto", "mosquitto", "amqtt"):
+            raise SinkError(f"broker kind {prefer!r} is not one of auto, mosquitto, amqtt")
+        self.prefer = prefer
+        self.port = free_port()
+        self.kind = ""
+        self.protocol = "5"
+        self._proc: subprocess.Popen | None = None
+        self._loop = None
+        self._dir = Path(tempfile.mkdtemp(prefix="factoryedge-broker-"))
+
+    @property
+    def uri(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> "LocalBroker":
+        binary = None
+        if self.prefer != "amqtt":
+            binary = shutil.which("mosquitto") or next(
+                (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+            if binary is None and self.prefer == "mosquitto":
+                raise SinkError("the mosquitto binary is not installed (apt-get install mosquitto)")
+        if binary:
+            conf = self._dir / "mosquitto.conf"
+            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+            self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                          stderr=open(self._dir / "mosquitto.log", "wb"))
+            self.kind = f"mosquitto ({binary})"
+        else:
+            self._start_amqtt()
+            why = "as asked" if self.prefer == "amqtt" else "no mosquitto binary found"
+            self.kind, self.protocol = f"embedded amqtt ({why})", "3.1.1"
+        if not _wait_listening(self.port, 10.0):
+            self.stop()
+            raise SinkError(f"the local {self.kind} broker did not start listening on port {self.port}")
+        return self
+
+    def _start_amqtt(self) -> None:
+        try:
+            import asyncio
+
+            from amqtt.broker import Broker
+        except ImportError:
+            raise SinkError(
+                "no MQTT broker here: install mosquitto (apt-get install mosquitto) or pip install amqtt"
+            ) from None
+        config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                  "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
+        loop = asyncio.new_event_loop()
+
+        def serve():
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(Broker(config, loop=loop).start())
+            loop.run_forever()
+
+        threading.Thread(target=serve, name="factoryedge-amqtt", daemon=True).start()
+        self._loop = loop
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            self._proc = None
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
+        shutil.rmtree(self._dir, ignore_errors=True)
