@@ -169,3 +169,49 @@ def test_device_killed_and_restarted_delivers_every_event(tmp_path, broker, subs
     # at-least-once on the wire; exactly once after de-duplication by event_id
     assert set(received) == set(stored) and len(set(stored)) == len(stored)
     assert len(received) >= len(stored)
+
+
+def test_commands_and_per_machine_baselining(tmp_path, broker, subscribe, sim_bundle):
+    base = "factoryedge/v1/plant1/l2/pump-7"
+    sub = subscribe([f"{base}/command/response"])
+    normal = simulate_bearing(40.0, sample_rate=SAMPLE_RATE, rpm=RPM, seed=505)
+    replay = save_npz(normal, tmp_path / "normal.npz")
+    path = write_profile(tmp_path, sim_bundle, f"replay://{replay}?speed=4&block=512", broker)
+    raw = yaml.safe_load(path.read_text())
+    raw["scoring"]["baseline"] = {"mode": "calibrate", "duration_s": 3, "state": str(tmp_path / "baseline.json")}
+    path.write_text(yaml.safe_dump(raw))
+    monitor = ConditionMonitor(load_profile(path))
+    runner = threading.Thread(target=monitor.run)
+    runner.start()
+
+    def command(body: dict) -> dict:
+        rid = body["request_id"]
+        subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
+                        "-t", f"{base}/command", "-m", json.dumps(body)], check=True, timeout=10)
+        return wait_until(lambda: next((m.json() for m in sub.messages() if m.json().get("request_id") == rid), None),
+                          10, f"the response to {rid}")
+
+    try:
+        state_file = tmp_path / "baseline.json"
+        wait_until(state_file.exists, 20, "this machine's baseline to be learned")
+        learned = json.loads(state_file.read_text())
+        assert learned["machine"] == "pump-7" and learned["windows"] >= 3 * SAMPLE_RATE / 256 - 1
+        assert monitor.scorer.threshold == learned["threshold"] != sim_bundle.manifest.score.threshold
+
+        r = command({"command": "set_threshold", "args": {"threshold": 123.0}, "request_id": "r1"})
+        assert r["status"] == "ok" and monitor.scorer.threshold == 123.0
+
+        state_file.unlink()
+        r = command({"command": "recalibrate", "args": {"duration_s": 3}, "request_id": "r2"})
+        assert r["status"] == "accepted"
+        wait_until(state_file.exists, 20, "the re-learned baseline")
+        assert monitor.scorer.threshold == json.loads(state_file.read_text())["threshold"]
+
+        r = command({"command": "reload", "args": {"bundle": str(tmp_path / "nope")}, "request_id": "r3"})
+        assert r["status"] == "error" and "does not exist" in r["message"] and "still running sim-bearing" in r["message"]
+        r = command({"command": "self_destruct", "request_id": "r4"})
+        assert r["status"] in ("rejected", "error") and "set_threshold" in r["message"]
+    finally:
+        monitor.stop()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
