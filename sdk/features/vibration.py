@@ -211,11 +211,7 @@ class FeatureExtractor:
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         s = self.spec
-        if windows.ndim != 3 or windows.shape[1] != s.window or windows.shape[2] != len(s.channels):
-            raise ConfigError(
-                f"windows of shape {windows.shape} do not match the spec: expected "
-                f"(batch, {s.window}, {len(s.channels)}) for channels {list(s.channels)}"
-            )
+        _check_windows(windows, s)
         # Work channel-major, (batch, channels, time), so every reduction runs over
         # contiguous memory.
         x = np.ascontiguousarray(windows.transpose(0, 2, 1), dtype=np.float64)
@@ -265,6 +261,14 @@ class FeatureExtractor:
         return out
 
 
+def _check_windows(windows: np.ndarray, s: _WindowSpec) -> None:
+    if windows.ndim != 3 or windows.shape[1] != s.window or windows.shape[2] != len(s.channels):
+        raise ConfigError(
+            f"windows of shape {windows.shape} do not match the spec: expected "
+            f"(batch, {s.window}, {len(s.channels)}) for channels {list(s.channels)}"
+        )
+
+
 def _log_band_energy(power: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """log10 of the summed power per band; power is (batch, channels, bins)."""
     # reduceat's last segment runs to the end of the array, so cut the array at the last edge.
@@ -295,11 +299,7 @@ class FrameExtractor:
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         s = self.spec
-        if windows.ndim != 3 or windows.shape[1] != s.window or windows.shape[2] != len(s.channels):
-            raise ConfigError(
-                f"windows of shape {windows.shape} do not match the spec: expected "
-                f"(batch, {s.window}, {len(s.channels)}) for channels {list(s.channels)}"
-            )
+        _check_windows(windows, s)
         x = windows.astype(np.float32)
         x = x - x.mean(axis=1, keepdims=True)
         if s.representation == "samples":
