@@ -86,14 +86,21 @@ class LocalBroker:
             ) from None
         config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
                   "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
+        # amqtt reports our readiness probe (connect, then close) as a failed client session.
+        logging.getLogger("amqtt").setLevel(logging.CRITICAL)
         loop = asyncio.new_event_loop()
+        broker = Broker(config, loop=loop)
 
         def serve():
             asyncio.set_event_loop(loop)
-            loop.run_until_complete(Broker(config, loop=loop).start())
+            loop.run_until_complete(broker.start())
             loop.run_forever()
+            # stopped: let the broker end its tasks before the loop goes away
+            loop.run_until_complete(broker.shutdown())
+            loop.close()
 
-        threading.Thread(target=serve, name="factoryedge-amqtt", daemon=True).start()
+        self._thread = threading.Thread(target=serve, name="factoryedge-amqtt", daemon=True)
+        self._thread.start()
         self._loop = loop
 
     def stop(self) -> None:
@@ -106,5 +113,6 @@ class LocalBroker:
             self._proc = None
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
             self._loop = None
         shutil.rmtree(self._dir, ignore_errors=True)
