@@ -54,6 +54,7 @@ setup(
         "factoryedge.runtimes.backends",
         "factoryedge.runtimes.sources",
         "factoryedge.runtimes.sinks",
+        "factoryedge.runtimes.cameras",
         "factoryedge.firmware_config",
     ],
     package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "*/*.md", "*/*.yaml", "*/*.rules", "*/*.service", "*/*.conf"]},

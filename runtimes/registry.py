@@ -1,7 +1,7 @@
 """Sources and sinks by URI: a scheme names a ``"module:Class"`` string, imported on open.
 
 Importing this module imports no hardware library. Third parties add schemes through the
-entry-point groups ``factoryedge.sources`` and ``factoryedge.sinks`` (name = scheme, value =
+entry-point groups ``factoryedge.sources``, ``factoryedge.sinks`` and ``factoryedge.cameras`` (name = scheme, value =
 ``"package.module:Class"``); a plugin class provides ``from_uri(uri, **options)``.
 """
 from __future__ import annotations
@@ -23,7 +23,14 @@ SINKS: dict[str, str] = {
     "mqtt": "factoryedge.runtimes.sinks.mqtt:MqttSink",
     "mqtts": "factoryedge.runtimes.sinks.mqtt:MqttSink",
 }
-_GROUPS = {"source": ("factoryedge.sources", SOURCES), "sink": ("factoryedge.sinks", SINKS)}
+CAMERAS: dict[str, str] = {
+    scheme: "factoryedge.runtimes.cameras.opencv_source:CameraSource" for scheme in ("csi", "v4l2", "rtsp", "file", "dir")
+}
+_GROUPS = {
+    "source": ("factoryedge.sources", SOURCES),
+    "sink": ("factoryedge.sinks", SINKS),
+    "camera": ("factoryedge.cameras", CAMERAS),
+}
 
 
 def scheme_of(uri: str) -> str:
@@ -60,3 +67,7 @@ def open_source(uri: str, **options):
 
 def open_sink(uri: str, **options):
     return resolve("sink", uri).from_uri(uri, **options)
+
+
+def open_camera(uri: str, **options):
+    return resolve("camera", uri).from_uri(uri, **options)

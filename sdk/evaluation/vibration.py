@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from factoryedge.evaluation.metrics import NORMAL, detection_report, roc_curves
+from factoryedge.evaluation.metrics import detection_report, roc_curves
 from factoryedge.evaluation.plots import plot_scores, plot_timeline
 
 log = logging.getLogger(__name__)
