@@ -292,12 +292,14 @@ class ConditionMonitor:
             except FactoryEdgeError as e:
                 return CommandReply("error", f"reload refused, still running {self.model.name} {self.model.version}: {e}")
             with self._lock:
+                old_backend = self.model.backend
                 self.model, self.spec = model, new_spec
                 self.windower = StreamWindower(new_spec.window, new_spec.hop, len(new_spec.channels), new_spec.sample_rate)
                 if self.profile.scoring.threshold is None:
                     self.scorer.set_threshold(model.bundle.manifest.score.threshold)
                 if self.baseliner is not None:
                     self.baseliner = self._make_baseliner()
+            old_backend.close()  # TensorRT holds GPU memory until closed
             log.info("reloaded bundle %s: %s %s", path, model.name, model.version)
             return CommandReply("ok", f"running {model.name} {model.version}",
                                 {"model_name": model.name, "model_version": model.version})

@@ -118,6 +118,44 @@ class Provenance(_Strict):
 Preprocessing = Annotated[VibrationFeatureSpec | VibrationFrameSpec, Field(discriminator="type")]
 
 
+class EngineParity(_Strict):
+    """How closely a TensorRT engine reproduces the bundle's golden ONNX Runtime outputs.
+
+    An output passes where ``|engine - reference| <= atol + tolerance * |reference|`` for every
+    golden input; ``decisions_changed`` counts golden inputs whose normal/anomalous decision
+    at the bundle's threshold differs from the reference.
+    """
+
+    n_inputs: int
+    tolerance: float = Field(description="relative tolerance")
+    atol: float = Field(description="absolute tolerance")
+    max_abs_diff: dict[str, float]
+    decisions_changed: int = 0
+
+
+class EngineRecord(_Strict):
+    """A TensorRT plan built on a device, valid only for the exact TensorRT version and GPU.
+
+    ``file`` is relative to the bundle (or to the engine cache when the bundle is read-only):
+    ``engines/<key>.plan``, the key naming the ONNX sha256, TensorRT version, compute
+    capability, precision and DLA core the plan was built for.
+    """
+
+    file: str = Field(pattern=r"^engines/[A-Za-z0-9_.-]+\.plan$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    tensorrt_version: str
+    compute_capability: str = Field(pattern=r"^[0-9]+\.[0-9]+$", description='e.g. "8.7" for Jetson Orin')
+    device_name: str
+    precision: Literal["fp32", "fp16", "int8"]
+    dla_core: int | None = Field(None, ge=0)
+    max_batch: int = Field(ge=1)
+    built_utc: str
+    build_seconds: float = Field(ge=0)
+    parity: EngineParity
+    forced: bool = Field(False, description="parity failed and the user forced the engine into use")
+
+
 class Manifest(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -132,4 +170,4 @@ class Manifest(_Strict):
     provenance: Provenance
     golden: str | None = Field("golden.npz", description="golden inputs and reference outputs")
     artefacts: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
-    engines: list[dict] = Field(default_factory=list, description="TensorRT plans built on devices")
+    engines: list[EngineRecord] = Field(default_factory=list, description="TensorRT plans built on devices")

@@ -24,6 +24,8 @@ COMMANDS = {
     "run": ("run", "run the device program from a profile: sensor in, anomalies out over MQTT"),
     "watch": ("watch", "print the anomalies and status that devices publish to a broker"),
     "simulate-sensor": ("simulate_sensor", "stream a simulated or recorded vibration sensor to a pty or serial port"),
+    "build-engine": ("build_engine", "build a TensorRT engine for this device from a bundle (on the Jetson that runs it)"),
+    "doctor": ("doctor", "report what this machine offers: TensorRT, CUDA, GPU/DLA, Jetson, ONNX Runtime, camera, serial, broker"),
 }
 
 EPILOG = """examples:

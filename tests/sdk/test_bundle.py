@@ -107,3 +107,15 @@ def test_write_is_atomic_and_replaces(tmp_path):
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".b.")]
     assert leftovers == []
     shutil.rmtree(second.path)
+
+
+def test_damaged_engine_plan_does_not_block_the_model(bundle_dir, caplog):
+    """An engine is a device-side cache: a bad plan is skipped (and rebuilt), the model loads."""
+    raw = json.loads((bundle_dir / MANIFEST).read_text())
+    (bundle_dir / "engines").mkdir(exist_ok=True)
+    (bundle_dir / "engines" / "x.plan").write_bytes(b"half a plan")
+    raw["artefacts"]["engines/x.plan"] = "0" * 64
+    (bundle_dir / MANIFEST).write_text(json.dumps(raw))
+    b = load_bundle(bundle_dir)
+    assert b.manifest.name == "tiny"
+    assert "engines/x.plan has been modified or corrupted" in caplog.text and "rebuilt" in caplog.text
