@@ -97,6 +97,10 @@ class LocalBroker:
             loop.run_forever()
             # stopped: let the broker end its tasks before the loop goes away
             loop.run_until_complete(broker.shutdown())
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=serve, name="factoryedge-amqtt", daemon=True)
