@@ -61,6 +61,7 @@ setup(
         "factoryedge.runtimes.sources",
         "factoryedge.runtimes.sinks",
         "factoryedge.runtimes.cameras",
+        "factoryedge.runtimes.inspection",
         "factoryedge.firmware_config",
     ],
     package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "*/*.md", "*/*.yaml", "*/*.rules", "*/*.service", "*/*.conf"]},

@@ -20,10 +20,21 @@ OPSET = 18
 PARITY_TOLERANCE = 1e-4
 
 
-def export_onnx(module: torch.nn.Module, example: np.ndarray, path: Path, output_names: list[str]) -> None:
-    """Export with a dynamic batch axis on the single input ``input`` and every output."""
+def export_onnx(
+    module: torch.nn.Module, example: np.ndarray, path: Path, output_names: list[str], size_multiple: int | None = None
+) -> None:
+    """Export with a dynamic batch axis on the single input ``input`` and every output.
+
+    ``size_multiple`` also makes the last two axes (an image's height and width) dynamic, in
+    steps of that many pixels (a CNN's total stride), for models that take whole images of
+    varying size.
+    """
     module.eval()
     x = torch.as_tensor(example[:2], dtype=torch.float32)
+    dims = {0: torch.export.Dim("batch", min=1)}
+    if size_multiple:
+        dims[x.ndim - 2] = size_multiple * torch.export.Dim("height_blocks", min=1, max=4096 // size_multiple)
+        dims[x.ndim - 1] = size_multiple * torch.export.Dim("width_blocks", min=1, max=4096 // size_multiple)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -32,7 +43,7 @@ def export_onnx(module: torch.nn.Module, example: np.ndarray, path: Path, output
                 (x,),
                 input_names=["input"],
                 output_names=output_names,
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                dynamic_shapes=(dims,),
                 opset_version=OPSET,
                 dynamo=True,
                 verbose=False,

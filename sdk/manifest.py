@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from factoryedge.features.image import ImagePreprocessingSpec
 from factoryedge.features.vibration import VibrationFeatureSpec, VibrationFrameSpec
 
 SCHEMA_VERSION = 1
@@ -59,7 +60,10 @@ class ScoreInfo(_Strict):
     definition: str
     higher_is_anomalous: bool = True
     threshold: float
-    rule: ThresholdRule
+    rule: ThresholdRule | None = Field(
+        description="how the threshold came from held-out normal scores; None for a supervised "
+        "classifier whose operating point was chosen on labelled data (see provenance.training)"
+    )
     calibration: ScoreStats
     detail_output: str | None = Field(None, description="per-feature or per-step residuals, for interpretation")
     detail_names: list[str] = Field(default_factory=list)
@@ -115,7 +119,9 @@ class Provenance(_Strict):
     metrics: dict = Field(default_factory=dict)
 
 
-Preprocessing = Annotated[VibrationFeatureSpec | VibrationFrameSpec, Field(discriminator="type")]
+Preprocessing = Annotated[
+    VibrationFeatureSpec | VibrationFrameSpec | ImagePreprocessingSpec, Field(discriminator="type")
+]
 
 
 class EngineParity(_Strict):

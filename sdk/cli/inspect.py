@@ -25,12 +25,9 @@ def run(args: argparse.Namespace) -> int:
         f"model       {m.name} {m.version} ({m.kind}, {m.model.architecture}, ONNX opset {m.model.opset})",
         "inputs      " + ", ".join(f"{t.name}{t.shape} {t.dtype}" for t in m.model.inputs),
         "outputs     " + ", ".join(f"{t.name}{t.shape} {t.dtype}" for t in m.model.outputs),
-        f"signal      {pre.sample_rate:g} Hz, channels {list(pre.channels)}, window {pre.window}, hop {pre.hop} "
-        f"({pre.window / pre.sample_rate * 1000:.1f} ms / {pre.hop / pre.sample_rate * 1000:.1f} ms)",
-        f"features    {pre.type}",
+        *_describe_input(pre),
         f"score       {sc.definition}",
-        f"threshold   {sc.threshold:.6g} (median + {sc.rule.margin:g} x (q{sc.rule.quantile:g} - median) "
-        f"of {sc.calibration.n} held-out normal windows; median {sc.calibration.median:.4g}, max {sc.calibration.max:.4g})",
+        f"threshold   {sc.threshold:.6g} {_describe_rule(sc)}",
     ]
     if m.parity:
         diffs = ", ".join(f"{k} {v:.2e}" for k, v in m.parity.max_abs_diff.items())
@@ -46,3 +43,24 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"artefacts   {len(m.artefacts)} verified (sha256): {', '.join(m.artefacts)}")
     print("\n".join(lines))
     return 0
+
+
+def _describe_input(pre) -> list[str]:
+    if pre.type == "image":
+        size = {"none": "native size", "scale": f"scaled x{pre.scale:g}", "shorter": f"shorter side {pre.size} px",
+                "fixed": f"resized to {pre.size}"}[pre.resize]
+        tiles = f"tiles {pre.tile} px every {pre.tile_stride} px" if pre.tile else "whole image"
+        return [f"image       {pre.colour} frames as {pre.model_colour}, {size} (multiple of {pre.multiple}), "
+                f"intensity {pre.intensity}, margin {pre.margin} px, {tiles}"]
+    return [f"signal      {pre.sample_rate:g} Hz, channels {list(pre.channels)}, window {pre.window}, hop {pre.hop} "
+            f"({pre.window / pre.sample_rate * 1000:.1f} ms / {pre.hop / pre.sample_rate * 1000:.1f} ms)",
+            f"features    {pre.type}"]
+
+
+def _describe_rule(sc) -> str:
+    cal = sc.calibration
+    if sc.rule is None:
+        return (f"(operating point chosen on labelled data; {cal.n} held-out good parts: "
+                f"median {cal.median:.4g}, max {cal.max:.4g})")
+    return (f"(median + {sc.rule.margin:g} x (q{sc.rule.quantile:g} - median) of {cal.n} held-out normal "
+            f"samples; median {cal.median:.4g}, max {cal.max:.4g})")
