@@ -4,7 +4,6 @@ the Isolation Forest baseline on the same windows. Figures are written to the te
 import json
 import logging
 
-import numpy as np
 import pytest
 
 from factoryedge.errors import DataError
