@@ -1,4 +1,4 @@
-"""``factoryedge train vibration``: learn a machine's normal state, calibrate, export a bundle."""
+"""``factoryedge train vibration|image``: learn the normal state (of a machine or a part), calibrate, export a bundle."""
 from __future__ import annotations
 
 import argparse
@@ -11,13 +11,16 @@ log = logging.getLogger("factoryedge.train")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("kind", choices=["vibration"], help="what kind of model to train")
+    p.add_argument("kind", choices=["vibration", "image"], help="what kind of model to train")
     p.add_argument("--data", nargs="+", required=True, metavar="DATA",
-                   help="normal recordings: a data set (cwru-48k, cwru-12k) or files [normal=]PATH[#START:STOP]; "
-                        "fault recordings among them are ignored for training")
+                   help="vibration: normal recordings, a data set (cwru-48k, cwru-12k) or files [normal=]PATH[#START:STOP] "
+                        "(fault recordings among them are ignored for training); image: one inspection set folder "
+                        "(train/good, test/good, test/<defect>, ground_truth/) or 'magnetic-tile'")
     p.add_argument("--out", required=True, type=Path, help="run directory: checkpoint, learning curves, bundle/")
-    p.add_argument("--model", choices=["dense", "lstm"], default="dense",
-                   help="dense: autoencoder on classic features (default); lstm: recurrent autoencoder on frames")
+    p.add_argument("--model", choices=["dense", "lstm", "patchcore", "fanogan", "autoencoder", "classifier"], default=None,
+                   help="vibration: dense (autoencoder on classic features, default) or lstm (recurrent autoencoder "
+                        "on frames); image: patchcore (default), fanogan, autoencoder, or classifier (supervised, "
+                        "needs labelled defects)")
     p.add_argument("--lstm-input", choices=["log_spectrum", "samples"], default="log_spectrum",
                    help="what each LSTM step sees: a frame's log spectrum (default) or its raw samples")
     p.add_argument("--name", help="bundle name (default: from the data and model)")
@@ -36,6 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.kind == "image":
+        from factoryedge.cli.train_image import run_image
+
+        return run_image(args)
+    args.model = args.model or "dense"
+    if args.model not in ("dense", "lstm"):
+        raise ConfigError(f"--model {args.model} is an image model; vibration models are dense or lstm")
     import torch
     from pydantic import ValidationError
 

@@ -1,0 +1,88 @@
+"""``factoryedge train image``: fit an image model on good parts, export the bundle, evaluate it.
+
+The evaluation scores the exported bundle through the device's own ``ImageModel`` (ONNX
+Runtime), so the figures printed are those of the model the line will run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from factoryedge.errors import ConfigError
+
+log = logging.getLogger("factoryedge.train")
+
+IMAGE_MODELS = ("patchcore", "fanogan", "autoencoder", "classifier")
+
+
+def resolve_inspection_data(data: list[str]):
+    from factoryedge.data.images import load_inspection_set, magnetic_tile_root
+
+    if len(data) != 1:
+        raise ConfigError(f"image training takes one inspection set folder (or 'magnetic-tile'), got {data}")
+    root = magnetic_tile_root() if data[0] in ("magnetic-tile", "magnetic-tile-defect") else Path(data[0])
+    return load_inspection_set(root)
+
+
+def run_image(args: argparse.Namespace) -> int:
+    from factoryedge.evaluation.inspection import evaluate_inspection, format_inspection_report, read_image
+    from factoryedge.exporters.image_bundle import build_image_bundle, golden_groups
+    from factoryedge.training.image_models import architecture
+
+    name = args.model or "patchcore"
+    if name not in IMAGE_MODELS:
+        raise ConfigError(f"--model {name} is a vibration model; image models are {', '.join(IMAGE_MODELS)}")
+    arch = architecture(name)
+    data = resolve_inspection_data(args.data)
+    args.out.mkdir(parents=True, exist_ok=True)
+    colour = "gray"
+    train = [read_image(s, colour) for s in data.train]
+    fit_kwargs = {"seed": args.seed}
+    if args.epochs:
+        fit_kwargs["epochs"] = args.epochs
+    test = data.test
+    if arch.supervised:
+        from factoryedge.training.image_models import supervised_split
+
+        labelled, test = supervised_split(data, args.seed)
+        fit_kwargs.update(labels=[s.defect_type != "good" for s in labelled],
+                          masks=[s.mask_path for s in labelled])
+        train = [read_image(s, colour) for s in labelled]
+    log.info("training %s on %d images from %s", name, len(train), data.root)
+    trained = arch.fit(train, **fit_kwargs)
+    for fname, content in trained.curves.items():
+        (args.out / Path(fname).name).write_bytes(content)
+    golden_src = [read_image(s, colour) for s in _golden_samples(test)] or train[:4]
+    bundle_name = args.name or f"{Path(data.root).name}-{name}"
+    bundle = build_image_bundle(trained, args.out / "bundle", bundle_name, golden_groups(trained.spec, golden_src),
+                                version=args.version, tolerance=arch.parity_tolerance)
+    parity = bundle.manifest.parity
+    print(f"trained {name}: threshold {trained.threshold:.4g} ({trained.calibration.n} held-out good scores, "
+          f"max {trained.calibration.max:.4g})")
+    print(f"bundle: {bundle.path} ({bundle_name} {args.version}); ONNX parity max abs diff "
+          f"{max(parity.max_abs_diff.values()):.2e} on {parity.n_inputs} golden inputs (tolerance {parity.tolerance:g})")
+    if not test:
+        print("no test images: skipped evaluation")
+        return 0
+    from factoryedge.runtimes.inspection.image_model import ImageModel
+
+    with ImageModel.load(bundle.path, backend="onnxruntime") as model:
+        def score(img):
+            r = model.score(img)
+            return r.score, r.heatmap
+
+        report = evaluate_inspection(score, test, model.threshold, args.out / "evaluation",
+                                     title=f"{bundle_name} {args.version} ({trained.architecture})", colour=colour)
+    (args.out / "training.json").write_text(json.dumps(trained.info, indent=2, default=str))
+    print(format_inspection_report(report))
+    print("written: " + ", ".join(report["files"].values()))
+    return 0
+
+
+def _golden_samples(samples, per_kind: int = 3):
+    """A few good and a few defective test samples, so parity covers both sides of the threshold."""
+    good = [s for s in samples if s.defect_type == "good"][:per_kind]
+    bad = [s for s in samples if s.defect_type != "good"][:per_kind]
+    return good + bad
