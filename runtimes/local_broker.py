@@ -62,7 +62,7 @@ class LocalBroker:
                 raise SinkError("the mosquitto binary is not installed (apt-get install mosquitto)")
         if binary:
             conf = self._dir / "mosquitto.conf"
-            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
             self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                           stderr=open(self._dir / "mosquitto.log", "wb"))
             self.kind = f"mosquitto ({binary})"

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from factoryedge.bundle import format_validation_error
 from factoryedge.errors import ConfigError
+from factoryedge.runtimes.inspection.config import InspectionConfig
 from factoryedge.runtimes.scorer import ScorerConfig
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
@@ -89,25 +90,10 @@ class MqttConfig(_Section):
     def _scheme(cls, v: str) -> str:
         return _known_scheme("sink", v)
 
-
-class LoggingConfig(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["text", "json"] = "text"
-
-
-class DeviceProfile(_Section):
-    kind: Literal["condition_monitoring"] = "condition_monitoring"
-    identity: Identity
-    sensor: SensorConfig
-    model: ModelConfig
-    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    mqtt: MqttConfig
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
-
-    @field_validator("mqtt")
+    @field_validator("options")
     @classmethod
-    def _no_inline_secrets(cls, v: MqttConfig) -> MqttConfig:
-        for key in v.options:
+    def _no_inline_secrets(cls, v: dict) -> dict:
+        for key in v:
             # "key" is the TLS key *file path*; these would be the secret itself.
             if key.lower() in ("password", "secret", "token", "passwd"):
                 raise ValueError(
@@ -116,8 +102,40 @@ class DeviceProfile(_Section):
         return v
 
 
-def load_profile(path: str | Path) -> DeviceProfile:
-    """Read and validate a profile; relative paths inside it are relative to the file."""
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class DeviceProfile(_Section):
+    """Condition monitoring: a vibration sensor, a vibration bundle, anomalies over MQTT."""
+
+    kind: Literal["condition_monitoring"] = "condition_monitoring"
+    identity: Identity
+    sensor: SensorConfig
+    model: ModelConfig
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    mqtt: MqttConfig
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+class InspectionProfile(_Section):
+    """Visual inspection and sorting: a camera, an image bundle, a pass/reject decision per part over MQTT."""
+
+    kind: Literal["inspection"]
+    identity: Identity
+    inspection: InspectionConfig
+    model: ModelConfig
+    mqtt: MqttConfig
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+def load_profile(path: str | Path) -> DeviceProfile | InspectionProfile:
+    """Read and validate a profile; relative paths inside it are relative to the file.
+
+    ``kind: inspection`` selects the inspection profile; anything else (or no kind) is
+    condition monitoring.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"device profile {p} does not exist")
@@ -131,14 +149,21 @@ def load_profile(path: str | Path) -> DeviceProfile:
         raise ConfigError(f"{p}: not a text file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: a profile is a YAML mapping with sections identity, sensor, model, mqtt")
+    cls = InspectionProfile if raw.get("kind") == "inspection" else DeviceProfile
     try:
-        profile = DeviceProfile.model_validate(raw)
+        profile = cls.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{p}: {format_validation_error(e)}") from None
     base = p.resolve().parent
     profile.model.bundle = _relative_to(base, profile.model.bundle)
-    profile.scoring.baseline.state = _relative_to(base, profile.scoring.baseline.state)
     profile.mqtt.outbox = _relative_to(base, profile.mqtt.outbox)
+    if isinstance(profile, InspectionProfile):
+        archive = profile.inspection.archive
+        if archive.dir is not None:
+            archive = archive.model_copy(update={"dir": _relative_to(base, archive.dir)})
+            profile.inspection = profile.inspection.model_copy(update={"archive": archive})
+    else:
+        profile.scoring.baseline.state = _relative_to(base, profile.scoring.baseline.state)
     return profile
 
 

@@ -92,7 +92,8 @@ class Mosquitto:
         lines = [f"listener {self.port} {self.host}", f"log_dest file {self.log_path}",
                  "log_type error", "log_type warning", "log_type notice", "log_type information",
                  f"allow_anonymous {'false' if self.password_file else 'true'}",
-                 f"persistence {'true' if self.persistence else 'false'}"]
+                 f"persistence {'true' if self.persistence else 'false'}",
+                 "set_tcp_nodelay true"]
         if self.persistence:
             lines.append(f"persistence_location {self.workdir}/")
         if self.password_file:

@@ -1,0 +1,344 @@
+"""On-line sorting: trigger -> frame -> image model -> pass/reject published within a deadline.
+
+    trigger source --(trigger thread)--> frame at/after the trigger --> scoring worker --> decision
+                                   \\--> deadline watcher: fail-safe decision at the deadline
+
+Threads: the trigger thread takes each trigger, registers its deadline, and fetches the
+first frame captured at or after it (the camera keeps only its newest frame, so this must
+happen at once, not when the model is free). One worker scores frames in trigger order.
+The deadline watcher publishes the fail-safe verdict (reason ``deadline``) for any part
+still undecided ``publish_margin_ms`` before its deadline; a result that comes later is
+logged and counted as ``late``, never published as a second verdict. Every trigger gets
+exactly one decision: ``no_frame`` (none within ``frame_max_wait_ms``), ``camera_lost``
+(the camera is reconnecting or has ended; its own reconnect carries on), ``corrupt_frame``
+(the model cannot read the frame, or the camera skipped an unreadable image right before
+the answering one, which then may show the next part), ``model_error`` (anything else the
+model raised). Rejected parts with a frame go to the reject archive after publishing.
+
+``run()`` returns when the trigger source ends or ``stop()`` is called (any thread, signal
+handlers included), then closes camera, archive and (by default) the sink.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+from factoryedge.errors import DataError, FactoryEdgeError, SourceError
+from factoryedge.runtimes.cameras.frames import Frame, FrameTimeout, LatestFrame, StreamEnded
+from factoryedge.runtimes.inspection.archive import RejectArchive
+from factoryedge.runtimes.inspection.config import InspectionConfig
+from factoryedge.runtimes.inspection.decision import (
+    decision_payload,
+    decision_topic,
+    trigger_error_payload,
+    trigger_error_topic,
+)
+from factoryedge.runtimes.inspection.triggers import Trigger, TriggerSource, open_trigger
+
+log = logging.getLogger(__name__)
+
+
+class ImageScorer(Protocol):
+    """What the sorter needs from a model (``image_model.ImageModel`` is one)."""
+
+    name: str
+    version: str
+    threshold: float
+
+    def score(self, frame: np.ndarray) -> Any:
+        """An object with ``score``, ``threshold``, ``is_anomalous`` and ``heatmap``."""
+
+
+@dataclass(eq=False)
+class _Part:
+    trigger: Trigger
+    fire_at: float  # monotonic: when the fail-safe decision is made if nothing else was
+    frame: Frame | None = None
+    decided: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Sorter:
+    """Runs the sorting loop for one camera; see the module doc.
+
+    ``sink`` is an ``MqttSink`` (or anything with ``publish_event``, ``topics``, ``identity``
+    and ``close``). ``camera`` defaults to opening ``config.camera``; ``trigger`` to
+    ``open_trigger(config.trigger, sink)``; ``archive`` to one under ``config.archive.dir``.
+    """
+
+    def __init__(self, config: InspectionConfig, model: ImageScorer, sink: Any, *, camera: Any = None,
+                 trigger: TriggerSource | None = None, archive: RejectArchive | None = None,
+                 close_sink: bool = True) -> None:
+        self.config = config
+        self.model = model
+        self.sink = sink
+        self.identity = sink.identity
+        self.topic = decision_topic(sink.topics)
+        self.error_topic = trigger_error_topic(sink.topics)
+        self.trigger = trigger if trigger is not None else open_trigger(config.trigger, sink)
+        self.trigger.on_error = self._on_trigger_error
+        a = config.archive
+        self.archive = archive if archive is not None else (
+            RejectArchive(a.dir, a.max_items, int(a.max_mb * 2**20), a.heatmap, a.queue) if a.dir else None)
+        self.camera = camera
+        self.close_sink = close_sink
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()  # counters
+        self._latest: LatestFrame | None = None
+        self._skips: OrderedDict[int, int] = OrderedDict()  # frame index -> images skipped as corrupt before it
+        self._work: queue.SimpleQueue[_Part | None] = queue.SimpleQueue()
+        self._heap: list[tuple[float, int, _Part]] = []
+        self._heap_cv = threading.Condition()
+        self._seq = itertools.count()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._closed = False
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> Sorter:
+        """Open the camera and start the worker and deadline threads (idempotent)."""
+        if self._started:
+            return self
+        if self.camera is None:
+            from factoryedge.runtimes.registry import open_camera
+
+            self.camera = open_camera(self.config.camera, **self.config.camera_options)
+        self.camera.open()
+        self._latest = LatestFrame(self._frames_noting_skips(), name=self.camera.uri, on_close=self.camera.close)
+        for target, name in ((self._score_loop, "factoryedge-sorter-score"),
+                             (self._deadline_loop, "factoryedge-sorter-deadline")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._started = True
+        log.info("sorting with %s %s, threshold %.4g, deadline %g ms, fail-safe %s, camera %s, trigger %s",
+                 self.model.name, self.model.version, self.model.threshold, self.config.deadline_ms,
+                 self.config.fail_safe, self.camera.uri, self.config.trigger)
+        return self
+
+    def run(self) -> None:
+        """Judge parts until the trigger source ends or ``stop()``; always closes on the way out."""
+        try:
+            self.start()
+            for trigger in self.trigger:
+                if self._stop.is_set():
+                    break
+                self.handle(trigger)
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to end; safe from signal handlers and other threads."""
+        self._stop.set()
+        self.trigger.close()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Decide what is pending (fail-safe at its deadline), stop threads, close camera, archive, sink."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self.trigger.close()
+        self._work.put(None)
+        for t in self._threads[:1]:  # the worker first: its parts still get their decisions
+            t.join(timeout)
+        with self._heap_cv:
+            self._heap_cv.notify_all()
+        for t in self._threads[1:]:
+            t.join(timeout)
+        if self._latest is not None:
+            self._latest.close()
+        if self.archive is not None:
+            self.archive.close()
+        c = self.stats()
+        log.info("sorter stopped: %d triggers, %d pass, %d reject %s, %d late results", c["triggers"], c["pass"],
+                 c["reject"], {k[7:]: v for k, v in c.items() if k.startswith("reason_")}, c["late"])
+        if self.close_sink:
+            self.sink.close(timeout=timeout)
+
+    def stats(self) -> dict[str, int]:
+        """Counters: triggers, decisions, pass, reject, reason_<reason>, late, publish_errors, trigger_* and archive_*."""
+        with self._lock:
+            out = {"triggers": 0, "decisions": 0, "pass": 0, "reject": 0, "late": 0, "publish_errors": 0,
+                   **self.counts}
+        out.update({f"trigger_{k}": v for k, v in self.trigger.stats.items()})
+        if self.archive is not None:
+            out.update({f"archive_{k}": v for k, v in self.archive.stats.items()})
+        return out
+
+    def _count(self, *names: str) -> None:
+        with self._lock:
+            for name in names:
+                self.counts[name] += 1
+
+    # -- per trigger (trigger thread) ------------------------------------------------------
+
+    def handle(self, trigger: Trigger) -> None:
+        """Judge one part: fetch its frame now, queue it for scoring; its decision is guaranteed."""
+        self.start()
+        self._count("triggers")
+        cfg = self.config
+        part = _Part(trigger, trigger.t_mono + (cfg.deadline_ms - cfg.publish_margin_ms) / 1000.0)
+        with self._heap_cv:
+            heapq.heappush(self._heap, (part.fire_at, next(self._seq), part))
+            self._heap_cv.notify_all()
+        frame, reason, detail = self._frame_for(trigger)
+        if frame is None:
+            self._decide(part, self.config.fail_safe, reason, detail=detail)
+            return
+        part.frame = frame
+        if reason is not None:
+            self._decide(part, self.config.fail_safe, reason, detail=detail)
+            return
+        self._work.put(part)
+
+    def _frame_for(self, trigger: Trigger) -> tuple[Frame | None, str | None, str]:
+        """(frame, fail-safe reason or None, detail) for the first frame at/after the trigger."""
+        cfg, latest, cam = self.config, self._latest, self.camera
+        if latest is None or latest.ended:
+            return None, "camera_lost", f"camera {cam.uri} has ended or failed"
+        if not cam.is_open:
+            return None, "camera_lost", f"camera {cam.uri} is reconnecting"
+        left = trigger.t_mono + cfg.frame_max_wait_ms / 1000.0 - time.monotonic()
+        try:
+            frame = latest.wait_for(trigger.t_wall - cfg.frame_max_age_ms / 1000.0, max(0.0, left))
+        except FrameTimeout:
+            if not cam.is_open:
+                return None, "camera_lost", f"camera {cam.uri} was lost while waiting for the frame"
+            return None, "no_frame", f"no frame within {cfg.frame_max_wait_ms:g} ms of the trigger"
+        except StreamEnded as e:
+            return None, "camera_lost", str(e)
+        except SourceError as e:
+            log.error("camera failed: %s", e)
+            return None, "camera_lost", str(e)
+        skipped = self._skips.get(frame.index, 0)
+        if skipped:
+            return frame, "corrupt_frame", (f"the camera skipped {skipped} unreadable image(s) right before frame "
+                                            f"{frame.index}, which may show another part")
+        return frame, None, ""
+
+    def _frames_noting_skips(self) -> Iterator[Frame]:
+        """The camera's frames, noting how many corrupt images were skipped right before each."""
+        cam = self.camera
+        before = cam.stats.get("corrupt", 0)
+        for frame in cam.frames():
+            now = cam.stats.get("corrupt", 0)
+            if now > before:
+                self._skips[frame.index] = now - before
+                while len(self._skips) > 256:
+                    self._skips.popitem(last=False)
+            before = now
+            yield frame
+
+    # -- scoring (worker thread) ---------------------------------------------------------
+
+    def _score_loop(self) -> None:
+        while (part := self._work.get()) is not None:
+            try:
+                self._score(part)
+            except Exception:  # noqa: BLE001 - one part must not end sorting; its deadline still decides it
+                log.exception("sorter: scoring part %r failed unexpectedly", part.trigger.part_id)
+
+    def _score(self, part: _Part) -> None:
+        if part.decided:  # the deadline passed while it queued: skip the work, the line is behind
+            self._count("late")
+            log.warning("part %r: deadline passed before scoring started; not scored", part.trigger.part_id)
+            return
+        fail = self.config.fail_safe
+        try:
+            result = self.model.score(part.frame.image)
+            score, threshold = float(result.score), float(result.threshold)
+            verdict = "reject" if result.is_anomalous else "pass"
+        except DataError as e:
+            log.error("part %r: frame %d cannot be scored: %s", part.trigger.part_id, part.frame.index, e)
+            self._decide(part, fail, "corrupt_frame", detail=str(e))
+            return
+        except Exception as e:  # noqa: BLE001 - any model failure becomes a fail-safe decision
+            log.exception("part %r: model %s failed", part.trigger.part_id, self.model.name)
+            self._decide(part, fail, "model_error", detail=f"{type(e).__name__}: {e}")
+            return
+        if not self._decide(part, verdict, "score", score=score, threshold=threshold, result=result):
+            self._count("late")
+            late_ms = (time.monotonic() - part.trigger.t_mono) * 1000.0
+            log.warning("part %r: result %s (score %.4g) came %.1f ms after the trigger, past the %g ms deadline; "
+                        "the fail-safe decision stands", part.trigger.part_id, verdict, score, late_ms,
+                        self.config.deadline_ms)
+
+    # -- deadlines (deadline thread) -----------------------------------------------------
+
+    def _deadline_loop(self) -> None:
+        with self._heap_cv:
+            while True:
+                if not self._heap:
+                    if self._stop.is_set():
+                        return
+                    self._heap_cv.wait(0.5)
+                    continue
+                fire_at, _, part = self._heap[0]
+                wait = fire_at - time.monotonic()
+                if wait > 0:
+                    self._heap_cv.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                if not part.decided:
+                    self._heap_cv.release()
+                    try:
+                        self._decide(part, self.config.fail_safe, "deadline",
+                                     detail=f"no result within {self.config.deadline_ms:g} ms")
+                    finally:
+                        self._heap_cv.acquire()
+
+    # -- deciding (any thread; exactly once per part) ------------------------------------
+
+    def _decide(self, part: _Part, verdict: str, reason: str, *, score: float | None = None,
+                threshold: float | None = None, result: Any = None, detail: str = "") -> bool:
+        with part.lock:
+            if part.decided:
+                return False
+            part.decided = True
+        t, frame = part.trigger, part.frame
+        latency_ms = (time.monotonic() - t.t_mono) * 1000.0
+        try:
+            payload = decision_payload(
+                self.identity, part_id=t.part_id, verdict=verdict, reason=reason, score=score,
+                threshold=threshold if threshold is not None else float(self.model.threshold),
+                trigger_source=t.source, trigger_epoch=t.t_wall,
+                capture_epoch=frame.t_wall if frame is not None else None, latency_ms=latency_ms,
+                deadline_ms=self.config.deadline_ms, model_name=self.model.name, model_version=self.model.version,
+                frame_index=frame.index if frame is not None else None,
+                frame_pos=frame.pos if frame is not None else None,
+                frame_name=frame.name if frame is not None else None, detail=detail)
+            self.sink.publish_event(self.topic, payload)
+        except FactoryEdgeError as e:
+            self._count("publish_errors")
+            log.error("part %r: decision %s (%s) could NOT be published: %s", t.part_id, verdict, reason, e)
+            return True
+        self._count("decisions", verdict, f"reason_{reason}")
+        level = logging.DEBUG if reason == "score" and verdict == "pass" else logging.INFO
+        if reason != "score":
+            level = logging.WARNING
+        log.log(level, "part %r: %s (%s) score=%s latency=%.1f ms%s", t.part_id, verdict, reason,
+                f"{score:.4g}" if score is not None else "-", latency_ms, f" ({detail})" if detail else "")
+        if verdict == "reject" and frame is not None and self.archive is not None:
+            heat = (lambda: result.heatmap) if result is not None else None
+            self.archive.submit(frame.image, payload.model_dump(by_alias=True), t.part_id, heat, t.t_wall)
+        return True
+
+    def _on_trigger_error(self, reason: str, raw: bytes) -> None:
+        payload = trigger_error_payload(self.identity, source=self.trigger.name, error=reason, raw=raw)
+        try:
+            self.sink.publish_event(self.error_topic, payload)
+        except FactoryEdgeError as e:
+            log.error("cannot report a malformed trigger on %s: %s", self.error_topic, e)
+

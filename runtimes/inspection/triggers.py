@@ -1,0 +1,366 @@
+"""Where part triggers come from: the PLC over MQTT, a serial/GPIO adapter, or a fixed period.
+
+Every source yields ``Trigger`` objects from ``iter(source)`` until ``close()`` (callable
+from any thread). A trigger's ``t_wall`` / ``t_mono`` are taken the moment this host
+received it, so the deadline runs from there; a PLC's own time (``"t"`` in a JSON trigger)
+is kept in ``t_plc`` for traceability but never trusted for timing (its clock may drift).
+
+URIs: ``mqtt`` (``<machine topic>/trigger`` on the runtime's own MQTT connection),
+``serial:///dev/ttyUSB1?baud=115200`` (one part id per line), ``periodic://?period_ms=200``
+(free-running, ids ``<prefix><n>``; ``count=N`` stops after N).
+
+A malformed trigger is never silently dropped: it is logged, counted in ``stats`` and
+handed to ``on_error(reason, raw)``, which the sorter answers on ``<machine>/trigger/error``.
+
+Why the MQTT trigger rides on the sink's client instead of a connection of its own: one
+TCP session, one Last Will, one ``status`` the plant watches (a device whose decisions
+cannot go out also hears no triggers), no second client id to provision on the broker, and
+no second paho network thread in the process -- DESIGN.md's measured trap (a subscriber and
+a publisher as two loop threads in one process) is exactly that setup. paho is only
+touched through the sink; this module imports no hardware library.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+from factoryedge.errors import ConfigError, SourceError, missing_dependency
+from factoryedge.runtimes.sources.base import as_float, as_int, parse_options, split_uri
+
+log = logging.getLogger(__name__)
+
+MAX_PART_ID = 128
+SCHEMES = ("mqtt", "serial", "periodic")
+ErrorCallback = Callable[[str, bytes], None]
+_EXAMPLES = "mqtt, serial:///dev/ttyUSB1?baud=115200, periodic://?period_ms=200"
+_SERIAL_OPTIONS = {"baud": as_int(50, 20_000_000, 115200), "timeout": as_float(0.0, 0.05),
+                   "reconnect_s": as_float(0.0, 1.0)}
+_PERIODIC_OPTIONS = {"period_ms": as_float(0.0, 200.0), "prefix": lambda k, v: check_part_id(str(v) + "0")[:-1],
+                     "count": as_int(1, 10**12, 100), "start": as_int(0, 10**12, 0)}
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A part to judge: its id, when this host heard of it, and from which source."""
+
+    part_id: str
+    t_wall: float
+    t_mono: float
+    source: str
+    t_plc: float | None = None
+
+
+def check_part_id(value: Any) -> str:
+    """A part id as given, or ConfigError: 1-128 printable characters, no leading/trailing space."""
+    if not isinstance(value, str) or not value or len(value) > MAX_PART_ID or not value.isprintable() \
+            or value != value.strip():
+        raise ConfigError(f"part id {str(value)[:80]!r} is not valid; use 1-{MAX_PART_ID} printable characters "
+                          "without leading or trailing spaces, e.g. \"A-000123\"")
+    return value
+
+
+def parse_trigger(data: bytes) -> tuple[str, float | None]:
+    """(part id, PLC time or None) from ``{"part_id": "...", "t": 1712...}`` or a plain-text id."""
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"trigger {data[:80]!r} is not UTF-8; send a plain part id or "
+                          '{"part_id": "A-000123"}') from None
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"trigger {text[:80]!r} is not valid JSON ({e}); e.g. {{\"part_id\": \"A-000123\"}}") from None
+        unknown = sorted(set(obj) - {"part_id", "t"})
+        if unknown:
+            raise ConfigError(f"trigger has unknown fields {unknown}; valid: part_id, t (epoch seconds)")
+        t = obj.get("t")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
+            raise ConfigError(f"trigger field t={t!r} must be epoch seconds (a number)")
+        return check_part_id(obj.get("part_id")), (float(t) if t is not None else None)
+    return check_part_id(text), None
+
+
+class TriggerSource:
+    """Base: a queue filled by a producer (thread or network callback), drained by ``iter()``."""
+
+    name = "trigger"
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Trigger | None] = queue.SimpleQueue()
+        self._closing = threading.Event()
+        self.on_error: ErrorCallback = lambda reason, raw: None
+        self.counts = {"triggers": 0, "malformed": 0}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def start(self) -> TriggerSource:
+        """Begin producing triggers (idempotent); the sorter calls it once it can answer them."""
+        return self
+
+    def _emit(self, part_id: str, source: str, t_plc: float | None = None,
+              t_wall: float | None = None, t_mono: float | None = None) -> None:
+        self.counts["triggers"] += 1
+        self._queue.put(Trigger(part_id, time.time() if t_wall is None else t_wall,
+                                time.monotonic() if t_mono is None else t_mono, source, t_plc))
+
+    def _malformed(self, reason: str, raw: bytes) -> None:
+        self.counts["malformed"] += 1
+        log.warning("%s: malformed trigger %r: %s", self.name, raw[:80], reason)
+        try:
+            self.on_error(reason, raw)
+        except Exception:  # noqa: BLE001 - reporting must never end the trigger stream
+            log.exception("%s: reporting a malformed trigger failed", self.name)
+
+    def __iter__(self) -> Iterator[Trigger]:
+        self.start()
+        while not self._closing.is_set():
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is None:
+                break
+            yield item
+
+    def close(self) -> None:
+        """End the iteration (any thread, idempotent)."""
+        self._closing.set()
+        self._queue.put(None)
+
+    def __enter__(self) -> TriggerSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MqttTrigger(TriggerSource):
+    """Triggers on ``<machine topic>/trigger`` (QoS 1), received on an ``MqttSink``'s client.
+
+    The paho network thread only stamps and queues the raw payload; parsing and error
+    reports happen on the consumer's thread (an error report commits to the outbox on disk).
+    """
+
+    name = "mqtt trigger"
+
+    def __init__(self, sink: Any, topic: str | None = None) -> None:
+        super().__init__()
+        self.sink = sink
+        self.topic = topic or f"{sink.topics.base}/trigger"
+        self._raw: queue.SimpleQueue[tuple[bytes, float, float] | None] = queue.SimpleQueue()
+        self._started = False
+
+    def start(self) -> MqttTrigger:
+        if not self._started:
+            self._started = True
+            if not hasattr(self.sink, "subscribe"):
+                raise ConfigError(f"the mqtt trigger needs the runtime's MqttSink; {type(self.sink).__name__} cannot subscribe")
+            self.sink.subscribe(self.topic, self._on_message, qos=1)
+            log.info("mqtt trigger listening on %s", self.topic)
+        return self
+
+    def _on_message(self, payload: bytes) -> None:
+        self._raw.put((bytes(payload), time.time(), time.monotonic()))
+
+    def __iter__(self) -> Iterator[Trigger]:
+        self.start()
+        while not self._closing.is_set():
+            try:
+                item = self._raw.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if item is None:
+                break
+            data, t_wall, t_mono = item
+            try:
+                part_id, t_plc = parse_trigger(data)
+            except ConfigError as e:
+                self._malformed(str(e), data)
+                continue
+            self.counts["triggers"] += 1
+            yield Trigger(part_id, t_wall, t_mono, "mqtt", t_plc)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._raw.put(None)
+
+
+class SerialTrigger(TriggerSource):
+    """One part id per line (``\\n``, optional ``\\r``) from a PLC or GPIO adapter on a serial port.
+
+    A line that is not printable ASCII or longer than 128 characters is malformed (counted
+    as ``malformed`` and reported); a read failure reopens the port every ``reconnect_s``.
+    """
+
+    name = "serial trigger"
+
+    def __init__(self, port: str, baud: int = 115200, timeout: float = 0.05, reconnect_s: float = 1.0) -> None:
+        super().__init__()
+        if not port.startswith("/"):
+            raise ConfigError(f"serial trigger port {port!r} must be an absolute device path, e.g. "
+                              "serial:///dev/ttyUSB1 (three slashes)")
+        self.port, self.baud, self.timeout, self.reconnect_s = port, baud, timeout, reconnect_s
+        self.counts.update(disconnects=0, reconnects=0)
+        self._serial: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> SerialTrigger:
+        if self._thread is None:
+            self._serial = self._open()
+            self._thread = threading.Thread(target=self._read_loop, name="factoryedge-serial-trigger", daemon=True)
+            self._thread.start()
+        return self
+
+    def _open(self) -> Any:
+        try:
+            import serial
+        except ImportError:
+            raise missing_dependency("serial", "device", "reading serial part triggers") from None
+        try:
+            ser = serial.Serial(self.port, self.baud, timeout=self.timeout)
+        except (OSError, ValueError) as e:
+            raise SourceError(f"cannot open serial trigger port {self.port!r} at {self.baud} baud: {e}") from None
+        ser.reset_input_buffer()  # ids queued before we listened belong to parts already gone
+        log.info("serial trigger %s open at %d baud", self.port, self.baud)
+        return ser
+
+    def _read_loop(self) -> None:
+        buf = b""
+        while not self._closing.is_set():
+            try:
+                data = self._serial.read(max(1, self._serial.in_waiting))
+            except (OSError, TypeError, AttributeError) as e:  # pyserial raises TypeError on a closed fd
+                if self._closing.is_set():
+                    break
+                buf = b""
+                if not self._reopen(f"read failed: {e}"):
+                    break
+                continue
+            if not data:
+                continue
+            t_wall, t_mono = time.time(), time.monotonic()
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                self._line(line.rstrip(b"\r"), t_wall, t_mono)
+            if len(buf) > 4 * MAX_PART_ID:
+                self._malformed(f"no line end within {len(buf)} bytes", buf)
+                buf = b""
+        self._close_port()
+
+    def _line(self, line: bytes, t_wall: float, t_mono: float) -> None:
+        if not line.strip():
+            return  # blank keep-alive lines some adapters send
+        try:
+            text = line.decode("ascii").strip()
+            part_id = check_part_id(text)
+        except (UnicodeDecodeError, ConfigError) as e:
+            self._malformed(str(e) if isinstance(e, ConfigError) else "bytes that are not ASCII", line)
+            return
+        self._emit(part_id, "serial", t_wall=t_wall, t_mono=t_mono)
+
+    def _reopen(self, why: str) -> bool:
+        self.counts["disconnects"] += 1
+        log.warning("serial trigger %s lost (%s); reopening every %.2f s", self.port, why, self.reconnect_s)
+        self._close_port()
+        while not self._closing.wait(self.reconnect_s):
+            try:
+                self._serial = self._open()
+            except SourceError as e:
+                log.debug("serial trigger: %s", e)
+                continue
+            self.counts["reconnects"] += 1
+            return True
+        return False
+
+    def _close_port(self) -> None:
+        ser, self._serial = self._serial, None
+        if ser is not None:
+            try:
+                ser.close()
+            except OSError as e:
+                log.debug("closing serial trigger port: %s", e)
+
+    def close(self) -> None:
+        super().close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+
+
+class PeriodicTrigger(TriggerSource):
+    """Free-running triggers every ``period_ms`` on a drift-free schedule; ids ``<prefix><n:06d>``.
+
+    A consumer that falls behind does not get a burst of catch-up triggers: missed ticks
+    are skipped and counted as ``missed_ticks``.
+    """
+
+    name = "periodic trigger"
+
+    def __init__(self, period_ms: float = 200.0, prefix: str = "p", count: int | None = None, start: int = 0) -> None:
+        super().__init__()
+        self.period_s = period_ms / 1000.0
+        self.prefix, self.count, self.first = prefix, count, start
+        self.counts["missed_ticks"] = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> PeriodicTrigger:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._tick_loop, name="factoryedge-periodic-trigger", daemon=True)
+            self._thread.start()
+        return self
+
+    def _tick_loop(self) -> None:
+        t0, k, n = time.monotonic(), 0, self.first
+        while self.count is None or n < self.first + self.count:
+            due = t0 + k * self.period_s
+            if self._closing.wait(max(0.0, due - time.monotonic())):
+                return
+            self._emit(f"{self.prefix}{n:06d}", "periodic")
+            n += 1
+            behind = int((time.monotonic() - due) / self.period_s)
+            self.counts["missed_ticks"] += behind
+            k += 1 + behind
+        self._queue.put(None)  # count reached: end the iteration
+
+
+def open_trigger(uri: str, sink: Any = None) -> TriggerSource:
+    """A trigger source for ``uri`` (see the module doc); ``mqtt`` needs the runtime's MqttSink."""
+    kind, where, options = parse_trigger_uri(uri)
+    if kind == "mqtt":
+        if sink is None:
+            raise ConfigError("trigger 'mqtt' listens on the runtime's MQTT connection, but none was given")
+        return MqttTrigger(sink, **options)
+    if kind == "serial":
+        return SerialTrigger(where, **options)
+    return PeriodicTrigger(**options)
+
+
+def parse_trigger_uri(uri: str) -> tuple[str, str, dict[str, Any]]:
+    """(kind, location, checked options) of a trigger URI; ConfigError names what is valid."""
+    text = (uri or "").strip()
+    scheme = urlsplit(text).scheme.lower() if "://" in text else text.lower()
+    if scheme == "mqtt":
+        if text.lower() != "mqtt":
+            raise ConfigError(f"trigger {uri!r}: write just 'mqtt'; it uses the runtime's MQTT connection and "
+                              "topic <machine>/trigger")
+        return "mqtt", "", {}
+    if scheme == "serial":
+        port, given = split_uri(text, "serial")
+        if not port:
+            raise ConfigError(f"trigger {uri!r} names no port; e.g. serial:///dev/ttyUSB1?baud=115200")
+        return "serial", port, parse_options(f"trigger {uri!r}", given, _SERIAL_OPTIONS)
+    if scheme == "periodic":
+        where, given = split_uri(text, "periodic")
+        if where:
+            raise ConfigError(f"trigger {uri!r}: periodic takes only options, e.g. periodic://?period_ms=200")
+        return "periodic", "", parse_options(f"trigger {uri!r}", given, _PERIODIC_OPTIONS)
+    raise ConfigError(f"trigger {uri!r} is not known; use one of: {_EXAMPLES}")
