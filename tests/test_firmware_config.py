@@ -21,3 +21,11 @@ def test_systemd_unit_and_udev_rule_agree_on_names():
     assert 'SYMLINK+="factoryedge-vib0"' in rule
     profile = (ROOT / "profiles" / "condition-monitoring.yaml").read_text()
     assert "/dev/factoryedge-vib0" in profile
+
+
+def test_example_inspection_profile_validates():
+    prof = load_profile(ROOT / "profiles" / "inspection.yaml")
+    assert prof.kind == "inspection"
+    assert prof.inspection.camera.startswith("csi://0") and prof.inspection.trigger == "mqtt"
+    assert prof.inspection.fail_safe == "reject" and prof.inspection.frame_max_wait_ms < prof.inspection.deadline_ms
+    assert str(prof.inspection.archive.dir) == "/var/lib/factoryedge/rejects"

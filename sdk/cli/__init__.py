@@ -21,7 +21,7 @@ COMMANDS = {
     "export": ("export", "export a training run's checkpoint to a bundle (ONNX + parity check)"),
     "evaluate": ("evaluate", "score labelled recordings with a bundle and its baseline; report metrics"),
     "inspect": ("inspect", "show and verify a bundle's manifest"),
-    "run": ("run", "run the device program from a profile: sensor in, anomalies out over MQTT"),
+    "run": ("run", "run the device program from a profile: sensor in, anomalies out; or camera in, pass/reject decisions out"),
     "watch": ("watch", "print the anomalies and status that devices publish to a broker"),
     "simulate-sensor": ("simulate_sensor", "stream a simulated or recorded vibration sensor to a pty or serial port"),
     "build-engine": ("build_engine", "build a TensorRT engine for this device from a bundle (on the Jetson that runs it)"),

@@ -1,4 +1,4 @@
-"""``factoryedge run PROFILE``: the device program, until SIGTERM or SIGINT."""
+"""``factoryedge run PROFILE``: the device program (condition monitoring or inspection), until SIGTERM or SIGINT."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     if not args.verbose:
         configure(profile.logging.level, profile.logging.format)
+    if profile.kind == "inspection":
+        return _run_inspection(args, profile)
     if args.check:
         from factoryedge.runtimes.monitor import load_model
 
@@ -38,4 +40,26 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     monitor.run()
+    return 0
+
+
+def _run_inspection(args: argparse.Namespace, profile) -> int:
+    from factoryedge.runtimes.inspection.image_model import ImageModel
+
+    if args.check:
+        with ImageModel.load(profile.model.bundle, profile.model.backend) as model:
+            print(f"profile {args.profile} is valid; image bundle {model.name} {model.version} verified "
+                  f"(threshold {model.threshold:.4g})")
+        return 0
+    from factoryedge.runtimes.inspection.station import InspectionStation
+
+    station = InspectionStation(profile)
+
+    def _stop(signum, _frame):
+        log.info("received %s: stopping; every pending part still gets its decision", signal.Signals(signum).name)
+        station.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    station.run()
     return 0
