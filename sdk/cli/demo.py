@@ -1,9 +1,11 @@
-"""``factoryedge demo``: the end-to-end path on embedded defaults, no hardware, no data needed.
+"""``factoryedge demo``: the end-to-end paths on embedded defaults, no hardware, no data needed.
 
-A simulated machine (SKF 6205 bearing at 1797 rpm, 12 kHz) runs normally; a vibration model
+Condition monitoring: a simulated machine (SKF 6205 bearing at 1797 rpm, 12 kHz) runs normally; a vibration model
 learns that normal state, is exported to a verified ONNX bundle, and is evaluated on a later
 normal run and on runs with outer-race and inner-race faults, beside the Isolation Forest
-baseline.
+baseline, then streamed live through the device runtime to MQTT. Visual inspection (see
+``demo_inspection``): synthetic parts train a PatchCore bundle, and a conveyor video with a
+PLC triggering each part is sorted live, pass/reject decisions arriving over MQTT.
 """
 from __future__ import annotations
 
@@ -27,16 +29,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=3.0, help="live stream speed, x real time (default 3)")
     p.add_argument("--broker", choices=["auto", "mosquitto", "amqtt"], default="auto",
                    help="local broker for the live part (default: mosquitto if installed, else embedded amqtt)")
+    p.add_argument("--part", choices=["all", "vibration", "inspection"], default="all",
+                   help="condition monitoring (vibration), visual inspection and sorting, or both (default)")
 
 
 def run(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    step = _steps()
+    if args.part in ("all", "vibration"):
+        _run_vibration(args, out, step)
+    if args.part in ("all", "inspection"):
+        from factoryedge.cli.demo_inspection import run_inspection
+
+        run_inspection(out, step, args.retrain, args.live_seconds > 0, args.broker)
+    return 0
+
+
+def _run_vibration(args: argparse.Namespace, out: Path, step) -> None:
     from factoryedge.bundle import load_bundle
     from factoryedge.errors import BundleError
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     bundle_dir = out / "bundle"
-    step = _steps()
     recordings = _simulate()
     next(step)("simulated a normal 60 s run, a later normal run and two faulty runs")
 
@@ -61,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
         from factoryedge.cli.demo_live import run_live
 
         run_live(bundle, out, args.live_seconds, args.speed, step, broker_kind=args.broker)
-    return 0
 
 
 def _steps():

@@ -10,7 +10,8 @@ from factoryedge.errors import ConfigError, missing_dependency
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("broker", help="mqtt://host:port")
-    p.add_argument("--topic", action="append", help="topic filter (default: every factoryedge anomaly and status)")
+    p.add_argument("--topic", action="append",
+                   help="topic filter (default: every factoryedge anomaly, sorting decision and status)")
     p.add_argument("--protocol", choices=["5", "3.1.1"], default="3.1.1")
     p.add_argument("--raw", action="store_true", help="print the JSON payloads as received")
 
@@ -28,6 +29,13 @@ def describe(topic: str, payload: bytes) -> str:
         return (f"ANOMALY {m['state']:<9} {m['severity']:<8} {where} score {m['score']:.3g} "
                 f"(threshold {m['threshold']:.3g}) window {m['window_start_utc']} event {m['event_id'][:8]}"
                 + (f" | most deviant: {top}" if top else ""))
+    if schema.startswith("factoryedge.decision"):
+        score = "-" if m.get("score") is None else f"{m['score']:.3g}"
+        return (f"DECISION {m['part_id']:<10} {m['verdict'].upper():<6} ({m['reason']}) {where} score {score} "
+                f"(threshold {m['threshold']:.3g}) latency {m['latency_ms']:.1f} ms of {m['deadline_ms']:g}"
+                + (f" | {m['detail']}" if m.get("detail") else ""))
+    if schema.startswith("factoryedge.trigger_error"):
+        return f"TRIGGER-ERROR {where} {m.get('error')}"
     if schema.startswith("factoryedge.status"):
         return f"STATUS  {where} {m['state']} ({m['reason']})"
     return f"{topic} {json.dumps(m)[:300]}"
@@ -41,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     url = urlsplit(args.broker)
     if url.scheme != "mqtt" or not url.hostname:
         raise ConfigError(f"broker {args.broker!r} must look like mqtt://host:1883")
-    topics = args.topic or ["factoryedge/v1/+/+/+/event/anomaly", "factoryedge/v1/+/+/+/status"]
+    topics = args.topic or ["factoryedge/v1/+/+/+/event/anomaly", "factoryedge/v1/+/+/+/decision",
+                            "factoryedge/v1/+/+/+/trigger/error", "factoryedge/v1/+/+/+/status"]
     proto = mqtt.MQTTv5 if args.protocol == "5" else mqtt.MQTTv311
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=proto)
 

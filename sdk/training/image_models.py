@@ -11,7 +11,6 @@ Each entry imports its torch code only when used.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -59,15 +58,33 @@ def _patchcore(good: list[np.ndarray], *, seed: int = 0, spec: ImagePreprocessin
 PATCHCORE_SPEC = ImagePreprocessingSpec(resize="none", multiple=64, intensity="standardize", margin=64)
 
 
-def _lazy(module: str, function: str) -> Callable[..., TrainedImageModel]:
-    def fit(*args, **kwargs) -> TrainedImageModel:
-        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+# Half scale (blowholes of ~12 px stay 3-10 px), per-image grey-level standardisation, 32 px
+# tiles every 16 px; grey levels (v - 110) / 96 put good pixels inside a generator's [-1, 1].
+TILED_SPEC = ImagePreprocessingSpec(
+    resize="scale", scale=0.5, interpolation="area", intensity="standardize", target_mean=110.0, target_std=32.0,
+    tile=32, stride=16, mean=(110 / 255,) * 3, std=(96 / 255,) * 3,
+)
 
-    return fit
+
+def _fanogan(good: list[np.ndarray], *, seed: int = 0, spec: ImagePreprocessingSpec | None = None,
+             rule: ThresholdRule | None = None, config=None, **_: object) -> TrainedImageModel:
+    from factoryedge.training.fanogan import FAnoGANConfig, fit_fanogan
+
+    return fit_fanogan(good, spec or TILED_SPEC, config or FAnoGANConfig(seed=seed), rule)
+
+
+def _autoencoder(good: list[np.ndarray], *, seed: int = 0, spec: ImagePreprocessingSpec | None = None,
+                 rule: ThresholdRule | None = None, epochs: int | None = None, config=None, **_: object) -> TrainedImageModel:
+    from factoryedge.training.conv_autoencoder import AutoencoderConfig, fit_conv_autoencoder
+
+    config = config or AutoencoderConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    return fit_conv_autoencoder(good, spec or TILED_SPEC, config, rule)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "patchcore": Architecture("pretrained patch features vs a memory bank of good patches", False, 1e-3, _patchcore),
+    "fanogan": Architecture("WGAN-GP generator with an izi_f encoder; residual heatmap", False, 1e-4, _fanogan),
+    "autoencoder": Architecture("convolutional autoencoder; residual heatmap", False, 1e-4, _autoencoder),
 }
 
 

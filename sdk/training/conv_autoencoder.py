@@ -1,0 +1,213 @@
+"""Convolutional autoencoder on image tiles: the reconstruction baseline next to f-AnoGAN.
+
+The same encoder and decoder shapes serve f-AnoGAN (``factoryedge.training.fanogan``): the
+decoder is its generator, the encoder its mapping network. Here both are trained together on
+the pixel MSE of good tiles only, so the comparison isolates what the adversarial training
+and the critic-feature residual add.
+
+Input is the preprocessor's tile batch (N, 3, t, t) from a ``model_colour="gray"`` spec: the
+three channels are identical, and the networks read the first. The exported module returns
+``score`` (N,), the tile's mean squared residual, and ``heatmap`` (N, t, t), the per-pixel
+squared residual; the device takes the maximum tile score as the image score and stitches
+the tile heatmaps.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from factoryedge.errors import ConfigError
+from factoryedge.features.image import ImagePreprocessingSpec
+from factoryedge.manifest import ThresholdRule
+from factoryedge.training.image_common import TrainedImageModel
+from factoryedge.training.image_fit import (
+    DEFAULT_RULE,
+    TileSampler,
+    calibrate_on_images,
+    check_images,
+    check_tiled_spec,
+    grid_tiles,
+    split_held_out,
+    whole_images,
+)
+from factoryedge.training.trainer import FitConfig, fit
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURE = "conv_autoencoder_tiles"
+SCORE_DEFINITION = (
+    "per tile: mean squared residual between the tile's first channel and its reconstruction; "
+    "image score: maximum over tiles"
+)
+
+
+def tile_stages(tile: int) -> int:
+    """Stride-2 stages from the tile down to a 4 x 4 grid; the tile must be a power of two >= 8."""
+    if tile < 8 or tile & (tile - 1):
+        raise ConfigError(f"tile {tile} must be a power of two of at least 8 (e.g. 32 or 64)")
+    return int(np.log2(tile)) - 2
+
+
+class ConvEncoder(nn.Module):
+    """(N, 1, t, t) to (N, out_dim): 4x4 stride-2 convolutions down to 4 x 4, then a linear head.
+
+    ``features`` is the flattened last convolution block: f-AnoGAN's critic features. A critic
+    (gradient penalty) must not use batch normalisation, hence ``norm``.
+    """
+
+    def __init__(self, tile: int, width: int, out_dim: int, norm: bool = True, tanh: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for i in range(tile_stages(tile)):
+            c_out = width * 2**i
+            layers.append(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not (norm and i)))
+            if norm and i:  # no normalisation on the first layer, as in DCGAN
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.LeakyReLU(0.2))
+            c_in = c_out
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in * 16, out_dim)
+        self.tanh = tanh
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.features(x))
+        return torch.tanh(out) if self.tanh else out
+
+
+class ConvDecoder(nn.Module):
+    """(N, in_dim) to (N, 1, t, t) in [-1, 1]: a linear map to 4 x 4, then transposed convolutions."""
+
+    def __init__(self, tile: int, width: int, in_dim: int):
+        super().__init__()
+        n = tile_stages(tile)
+        c = width * 2 ** (n - 1)
+        self.shape = (c, 4, 4)
+        self.head = nn.Sequential(nn.Linear(in_dim, c * 16), nn.BatchNorm1d(c * 16), nn.ReLU())
+        layers: list[nn.Module] = []
+        for i in range(n - 1):
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU()]
+            c //= 2
+        layers += [nn.ConvTranspose2d(c, 1, 4, 2, 1), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(self.head(z).reshape(-1, *self.shape))
+
+
+def first_channel(x: torch.Tensor, tile: int) -> torch.Tensor:
+    """The grey channel of a (N, 3 or 1, t, t) batch; a wrong tile size is a ConfigError."""
+    if x.shape[-1] != tile or x.shape[-2] != tile:
+        raise ConfigError(f"model expects {tile} x {tile} tiles, got input of shape {tuple(x.shape)}")
+    return x[:, :1]
+
+
+class AutoencoderScorer(nn.Module):
+    """The exported model: tiles (N, 3, t, t) to (score (N,), heatmap (N, t, t))."""
+
+    def __init__(self, encoder: ConvEncoder, decoder: ConvDecoder, tile: int):
+        super().__init__()
+        self.encoder, self.decoder, self.tile = encoder, decoder, tile
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = first_channel(x, self.tile)
+        heat = (g - self.decoder(self.encoder(g))).square()[:, 0]
+        return heat.flatten(1).mean(1), heat
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Hyper-parameters; ``tile`` must equal the preprocessing spec's tile.
+
+    Training draws ``train_tiles`` random tiles (with flips) from the training images once,
+    and validates on up to ``val_tiles`` grid tiles of the held-out good images, which also
+    calibrate the threshold (``held_out_fraction`` of the images, at least 20).
+    """
+
+    tile: int = 32
+    width: int = 32
+    latent_dim: int = 64
+    train_tiles: int = 20_000
+    val_tiles: int = 2_000
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 5
+    held_out_fraction: float = 0.2
+    seed: int = 0
+
+    def check(self, spec: ImagePreprocessingSpec | None = None) -> None:
+        tile_stages(self.tile)
+        if self.width < 1 or self.latent_dim < 1 or self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError(f"width, latent_dim, epochs must be >= 1 and batch_size >= 2, got {self}")
+        if self.train_tiles < self.batch_size or self.val_tiles < 1:
+            raise ConfigError(f"train_tiles {self.train_tiles} must be at least batch_size {self.batch_size}")
+        if spec is not None:
+            check_tiled_spec(spec, self.tile)
+
+
+def fit_conv_autoencoder(
+    images: list[np.ndarray],
+    spec: ImagePreprocessingSpec,
+    config: AutoencoderConfig | None = None,
+    rule: ThresholdRule | None = None,
+) -> TrainedImageModel:
+    """Train on good images only (uint8 frames as the camera delivers them) and calibrate.
+
+    The images are split by image (never by tile, as neighbouring tiles overlap): the larger
+    part trains, the held-out good images validate each epoch (the best epoch's weights are
+    kept; ``factoryedge.training.trainer.fit``) and give the image scores the threshold is
+    calibrated on (``rule``, default q = 0.99 with margin 1).
+    """
+    config = config or AutoencoderConfig()
+    config.check(spec)
+    rule = rule or DEFAULT_RULE
+    check_images(images)
+    torch.manual_seed(config.seed)
+    t0 = time.perf_counter()
+    train_idx, held_idx = split_held_out(len(images), config.held_out_fraction, config.seed)
+    sampler = TileSampler(whole_images([images[i] for i in train_idx], spec), config.tile, config.seed)
+    train = sampler.sample(config.train_tiles)
+    val = grid_tiles([images[i] for i in held_idx], spec, config.val_tiles, config.seed)
+
+    encoder = ConvEncoder(config.tile, config.width, config.latent_dim, norm=True)
+    decoder = ConvDecoder(config.tile, config.width, config.latent_dim)
+    module = AutoencoderScorer(encoder, decoder, config.tile)
+    fit_cfg = FitConfig(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+        patience=config.patience, seed=config.seed, log_every=1,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        result = fit(module, train, val, fit_cfg, Path(tmp), "convolutional autoencoder (tiles)")
+        curves = {p.name: p.read_bytes() for p in (result.curve_csv, result.curve_png) if p is not None}
+    module.eval()
+    held = [images[i] for i in held_idx]
+    threshold, stats, scores = calibrate_on_images(module, spec, held, rule)
+    info = {
+        "n_good_images": len(images),
+        "n_train_images": len(train_idx),
+        "n_held_out_images": len(held_idx),
+        "train_tiles": int(len(train)),
+        "val_tiles": int(len(val)),
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "threshold_rule": rule.model_dump(),
+        "seconds": {"train": round(result.seconds, 1), "total": round(time.perf_counter() - t0, 1)},
+    }
+    log.info("conv autoencoder fitted: %s, threshold %.5g", info, threshold)
+    return TrainedImageModel(
+        module=module, architecture=ARCHITECTURE, spec=spec, threshold=threshold, rule=rule, calibration=stats,
+        calibration_scores=scores, score_definition=SCORE_DEFINITION, parameters=asdict(config), info=info,
+        history=result.history, curves=curves,
+    )

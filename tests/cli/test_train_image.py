@@ -1,0 +1,45 @@
+"""``factoryedge train image``: fit, export, and evaluate the exported bundle, from the command line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from factoryedge.bundle import load_bundle
+from tests.cli.test_cli import assert_one_line_error, cli
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    from factoryedge.data.synthetic_parts import write_inspection_set
+
+    root = tmp_path_factory.mktemp("parts") / "set"
+    write_inspection_set(root, n_train_good=24, n_test_good=6, n_per_defect=2, seed=3, size=(128, 128))
+    return root
+
+
+def test_autoencoder_end_to_end(tmp_path, parts):
+    out = tmp_path / "run"
+    r = cli("train", "image", "--model", "autoencoder", "--epochs", "1", "--data", parts, "--out", out, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    bundle = load_bundle(out / "bundle")
+    m = bundle.manifest
+    assert m.kind == "image" and m.preprocessing.tile == 32 and m.parity.decisions_changed == 0
+    assert "reports/learning_curve.csv" in m.artefacts and (out / "learning_curve.csv").is_file()
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert metrics["image"]["overall"]["n_good"] == 6 and metrics["image"]["overall"]["n_defective"] == 8
+    assert set(metrics["image"]["per_type"]) == {"chip", "pit", "scratch", "stain"}
+    assert 0.0 <= metrics["pixel"]["overall"] <= 1.0
+    for name in ("contact_sheet.png", "scores.png", "scores.csv"):
+        assert (out / "evaluation" / name).stat().st_size > 0
+    assert "image AUROC" in r.stdout and "pixel AUROC" in r.stdout
+
+
+def test_vibration_model_for_images_is_refused(tmp_path, parts):
+    assert_one_line_error(cli("train", "image", "--model", "dense", "--data", parts, "--out", tmp_path / "x"),
+                          "--model dense", "patchcore")
+
+
+def test_missing_inspection_folder_is_one_line(tmp_path):
+    assert_one_line_error(cli("train", "image", "--data", tmp_path / "nope", "--out", tmp_path / "x"),
+                          "nope", "does not exist", "train/good")
