@@ -47,8 +47,10 @@ def run_image(args: argparse.Namespace) -> int:
         from factoryedge.training.image_models import supervised_split
 
         labelled, test = supervised_split(data, args.seed)
-        fit_kwargs.update(labels=[s.defect_type != "good" for s in labelled],
-                          masks=[s.mask_path for s in labelled])
+        from factoryedge.data.images import read_mask
+
+        fit_kwargs.update(labels=[int(s.defect_type != "good") for s in labelled],
+                          masks=[read_mask(s.mask_path) if s.mask_path else None for s in labelled])
         train = [read_image(s, colour) for s in labelled]
     log.info("training %s on %d images from %s", name, len(train), data.root)
     trained = arch.fit(train, **fit_kwargs)

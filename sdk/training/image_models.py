@@ -81,10 +81,39 @@ def _autoencoder(good: list[np.ndarray], *, seed: int = 0, spec: ImagePreprocess
     return fit_conv_autoencoder(good, spec or TILED_SPEC, config, rule)
 
 
+# Fixed 256 x 256 (most magnetic tiles shrink by at most 0.8 per side; a 5 px pore keeps
+# 3-4 px) with per-image grey-level standardisation; the classifier's cells are 16 px.
+CLASSIFIER_SPEC = ImagePreprocessingSpec(resize="fixed", size=(256, 256), intensity="standardize")
+
+
+def _classifier(images: list[np.ndarray], *, labels, masks=None, seed: int = 0,
+                spec: ImagePreprocessingSpec | None = None, epochs: int | None = None, config=None,
+                **_: object) -> TrainedImageModel:
+    from factoryedge.training.defect_classifier import DefectClassifierConfig, fit_defect_classifier
+
+    config = config or DefectClassifierConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
+    return fit_defect_classifier(images, labels, masks, spec or CLASSIFIER_SPEC, config)
+
+
+def supervised_split(data, seed: int = 0, held_out: float = 0.3):
+    """Labelled samples (all good images and every defect) split per defect type into a
+    training part and a held-out part for evaluation: the classifier needs defects to learn
+    from, so test/ alone cannot stay unseen as it does for the good-only models."""
+    from sklearn.model_selection import train_test_split
+
+    samples = list(data.train) + list(data.test)
+    types = [s.defect_type for s in samples]
+    if len(set(types)) < 2:
+        raise ConfigError(f"the classifier needs labelled defects; {data.root} holds only {sorted(set(types))} images")
+    fit, test = train_test_split(samples, test_size=held_out, stratify=types, random_state=seed)
+    return fit, test
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "patchcore": Architecture("pretrained patch features vs a memory bank of good patches", False, 1e-3, _patchcore),
     "fanogan": Architecture("WGAN-GP generator with an izi_f encoder; residual heatmap", False, 1e-4, _fanogan),
     "autoencoder": Architecture("convolutional autoencoder; residual heatmap", False, 1e-4, _autoencoder),
+    "classifier": Architecture("supervised defect classifier for heavy imbalance", True, 1e-4, _classifier),
 }
 
 
