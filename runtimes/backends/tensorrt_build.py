@@ -133,7 +133,8 @@ def _build(trt, cuda, bundle: Bundle, precision: str, batch: int, max_batch: int
     for i in range(network.num_inputs):
         t = network.get_input(i)
         # DLA has no dynamic shapes: its profile is fixed at the batch (min = opt = max).
-        shapes = _profile_shapes(t.name, tuple(t.shape), batch, max_batch, static=dla_core is not None)
+        shapes = _profile_shapes(t.name, tuple(t.shape), batch, max_batch, static=dla_core is not None,
+                                 item_shape=_golden_item_shape(bundle, t.name, tuple(t.shape)))
         profile.set_shape(t.name, *shapes)
     config.add_optimization_profile(profile)
 
@@ -190,17 +191,37 @@ def _parser_error(err) -> str:
 
 
 def _profile_shapes(name: str, shape: tuple[int, ...], batch: int, max_batch: int,
-                    static: bool = False) -> tuple[tuple[int, ...], ...]:
-    """(min, opt, max) for one input whose only dynamic axis may be the first (the batch)."""
+                    static: bool = False, item_shape: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) for one input; dynamic axes other than the batch take ``item_shape``.
+
+    An image model that takes whole frames of any size (height and width dynamic in the ONNX)
+    is built for one frame size, that of the bundle's first golden group: a line's camera
+    delivers one size, and TensorRT optimises best for it. Frames of another size are refused
+    by the engine (the sorter then decides fail-safe); export with golden frames from the
+    line's camera.
+    """
     dynamic = [axis for axis, d in enumerate(shape) if d < 0]
     if any(axis != 0 for axis in dynamic):
-        raise BundleError(f"input {name!r} has shape {list(shape)}: only the batch axis (0) may be dynamic "
-                          "for a TensorRT engine; export the model with fixed feature dimensions")
-    if not dynamic:
+        if item_shape is None or len(item_shape) != len(shape) - 1:
+            raise BundleError(f"input {name!r} has shape {list(shape)}: only the batch axis (0) may be dynamic "
+                              "for a TensorRT engine; export the model with fixed feature dimensions")
+        if any(0 <= d != g for d, g in zip(shape[1:], item_shape)):
+            raise BundleError(f"golden input shape {list(item_shape)} does not fit input {name!r} {list(shape)}")
+        shape = (shape[0], *item_shape)
+    if shape[0] >= 0:
         return shape, shape, shape
     rest = shape[1:]
     lo = batch if static else 1
     return (lo, *rest), (batch, *rest), (max_batch, *rest)
+
+
+def _golden_item_shape(bundle: Bundle, name: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape of one golden input (without the batch), where more than the batch is dynamic."""
+    if all(d >= 0 for d in shape[1:]):
+        return None
+    golden = bundle.golden()
+    x = golden.get(f"input_{name}", golden.get("input"))
+    return None if x is None else tuple(int(d) for d in x.shape[1:])
 
 
 def _load_timing_cache(config, path: Path):
