@@ -13,8 +13,9 @@ log = logging.getLogger("factoryedge.evaluate")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, help="bundle directory or .febundle file")
     p.add_argument("data", nargs="+", metavar="DATA",
-                   help="recordings: a data set (cwru-48k, cwru-12k) or files LABEL=PATH[#START:STOP]; "
-                        "label normal recordings 'normal', faults by their class")
+                   help="vibration bundles: a data set (cwru-48k, cwru-12k) or recordings LABEL=PATH[#START:STOP], "
+                        "normal ones labelled 'normal', faults by their class; image bundles: an inspection set folder "
+                        "(its test/ images are scored) or 'magnetic-tile'")
     p.add_argument("--out", type=Path, help="report directory (default: evaluation/<bundle name>)")
     p.add_argument("--sample-rate", type=float, help="sample rate in Hz for CSV/NPY files")
     p.add_argument("--channels", help="comma-separated channel names to use")
@@ -30,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from factoryedge.runtimes.offline import OfflineScorer
 
     bundle = load_bundle(args.bundle)
+    if bundle.kind == "image":
+        return _evaluate_image(bundle, args)
     bundle.require_kind("vibration")
     m = bundle.manifest
     spec = m.preprocessing
@@ -63,5 +66,25 @@ def run(args: argparse.Namespace) -> int:
         title=f"{m.name} {m.version} ({m.model.architecture})",
     )
     print(format_report(report))
+    print("written: " + ", ".join(report["files"].values()))
+    return 0
+
+
+def _evaluate_image(bundle, args: argparse.Namespace) -> int:
+    from factoryedge.cli.train_image import resolve_inspection_data
+    from factoryedge.evaluation.inspection import evaluate_inspection, format_inspection_report
+    from factoryedge.runtimes.inspection.image_model import ImageModel
+
+    data = resolve_inspection_data(args.data)
+    m = bundle.manifest
+    colour = "gray" if m.preprocessing.colour == "gray" else "rgb"
+    with ImageModel.load(bundle.path, backend="onnxruntime") as model:
+        def score(img):
+            r = model.score(img)
+            return r.score, r.heatmap
+
+        report = evaluate_inspection(score, data.test, model.threshold, args.out or Path("evaluation") / m.name,
+                                     title=f"{m.name} {m.version} ({m.model.architecture}) on {data.root}", colour=colour)
+    print(format_inspection_report(report))
     print("written: " + ", ".join(report["files"].values()))
     return 0

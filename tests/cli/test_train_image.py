@@ -33,6 +33,10 @@ def test_autoencoder_end_to_end(tmp_path, parts):
     for name in ("contact_sheet.png", "scores.png", "scores.csv"):
         assert (out / "evaluation" / name).stat().st_size > 0
     assert "image AUROC" in r.stdout and "pixel AUROC" in r.stdout
+    # evaluate the shipped bundle again, as a quality engineer would on new test images
+    again = cli("evaluate", out / "bundle", parts, "--out", tmp_path / "eval2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "eval2" / "metrics.json").read_text())["image"] == metrics["image"]
 
 
 def test_vibration_model_for_images_is_refused(tmp_path, parts):
