@@ -373,6 +373,9 @@ class MqttSink:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (ValueError, RuntimeError) as e:
                 log.warning("mqtt could not publish the offline status: %s", e)
+        # paho's loop thread may run once more on the closed socket and log "Client is not
+        # connected" as an error; on a deliberate shutdown that is noise, not a fault.
+        self._client.disable_logger()
         self._client.disconnect()
         self._client.loop_stop()
         self._events.put(("stop",))
