@@ -126,7 +126,9 @@ def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
     from factoryedge.runtimes.profile import load_profile
 
     video = out / "conveyor.avi"
-    truth = write_parts_video(video, LINE, frames_per_part=FRAMES_PER_PART, fps=FPS, seed=99, size=SIZE, travel=0.0)
+    # lossless, as a CSI or GigE camera hands over raw frames
+    truth = write_parts_video(video, LINE, frames_per_part=FRAMES_PER_PART, fps=FPS, seed=99, size=SIZE, travel=0.0,
+                              codec="FFV1")
     (out / "station-outbox.sqlite").unlink(missing_ok=True)
     broker = LocalBroker(broker_kind).start()
     watcher = subprocess.Popen([sys.executable, "-m", "factoryedge", "watch", broker.uri, "--protocol", "3.1.1",

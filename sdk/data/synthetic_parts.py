@@ -30,6 +30,9 @@ DEFECTS = ("scratch", "pit", "chip", "stain")
 SHAPES = ("washer", "tile")
 COLOURS = ("gray", "bgr")
 VIDEO_FOURCC = "MJPG"  # intra-frame only: exact frame counts and seeks, and OpenCV's own encoder
+# FFV1: lossless and intra-frame, as raw frames from a CSI or GigE camera arrive (no codec
+# artefacts between the training images and what the station sees); needs FFmpeg's writer.
+VIDEO_CODECS = ("MJPG", "FFV1")
 VIDEO_SUFFIX = ".avi"
 NOISE_SIGMA = 2.5  # sensor read noise, grey levels
 
@@ -337,6 +340,7 @@ def write_parts_video(
     size: tuple[int, int] = (256, 256),
     shape: str = "washer",
     travel: float = 0.2,
+    codec: str = VIDEO_FOURCC,
 ) -> list[PartPass]:
     """Write an MJPG ``.avi`` of ``parts`` (defect names, None for good) passing the camera, one after another.
 
@@ -346,6 +350,8 @@ def write_parts_video(
     over it never opens half a video. Returns the ground truth, one ``PartPass`` per part.
     """
     parts = [_check_defect(d) for d in parts]
+    if codec not in VIDEO_CODECS:
+        raise ConfigError(f"codec {codec!r} is not one of {VIDEO_CODECS}")
     if not parts:
         raise ConfigError("parts is empty; give at least one defect name or None")
     if not isinstance(frames_per_part, (int, np.integer)) or frames_per_part < 1:
@@ -354,16 +360,16 @@ def write_parts_video(
         raise ConfigError(f"fps {fps!r} must be positive")
     path = Path(path)
     if path.suffix.lower() != VIDEO_SUFFIX:
-        raise ConfigError(f"video path '{path}' must end in {VIDEO_SUFFIX} (parts videos are {VIDEO_FOURCC} in AVI)")
+        raise ConfigError(f"video path '{path}' must end in {VIDEO_SUFFIX} (parts videos are MJPG or FFV1 in AVI)")
     try:
         import cv2
     except ImportError as e:
         raise missing_dependency("cv2", "camera", "writing a parts video") from e
     gen = SyntheticParts(size, seed, shape, "bgr")
     tmp = path.with_name(".tmp-" + path.name)
-    writer = _video_writer(cv2, tmp, float(fps), (gen.size[1], gen.size[0]))
+    writer = _video_writer(cv2, tmp, float(fps), (gen.size[1], gen.size[0]), codec)
     if not writer.isOpened():
-        raise DataError(f"OpenCV cannot write {VIDEO_FOURCC} video to '{tmp}'; check the folder exists and is writable")
+        raise DataError(f"OpenCV cannot write {codec} video to '{tmp}'; check the folder exists and is writable")
     truth, n = [], int(frames_per_part)
     try:
         for i, defect in enumerate(parts):
@@ -380,13 +386,15 @@ def write_parts_video(
     return truth
 
 
-def _video_writer(cv2, path: Path, fps: float, size: tuple[int, int]):
-    """FFmpeg's MJPG writer where OpenCV has it (it keeps a fractional frame rate), else OpenCV's own."""
-    fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC)
+def _video_writer(cv2, path: Path, fps: float, size: tuple[int, int], codec: str = VIDEO_FOURCC):
+    """FFmpeg's writer where OpenCV has it (it keeps a fractional frame rate), else OpenCV's own MJPG."""
+    fourcc = cv2.VideoWriter_fourcc(*codec)
     if cv2.CAP_FFMPEG in cv2.videoio_registry.getWriterBackends():
         writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, fourcc, fps, size)
         if writer.isOpened():
             return writer
+    if codec != VIDEO_FOURCC:
+        raise DataError(f"this OpenCV cannot write {codec} video (it needs FFmpeg's writer); use codec='MJPG'")
     if fps != round(fps):
         log.warning("this OpenCV has no FFmpeg writer; its own MJPEG writer records %s fps as %d", fps, round(fps))
     return cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, fourcc, fps, size, [cv2.VIDEOWRITER_PROP_QUALITY, 95])

@@ -146,3 +146,26 @@ def test_video_without_an_ffmpeg_writer_falls_back_to_opencvs_own_mjpeg(tmp_path
 def test_video_needs_an_avi_path(tmp_path):
     with pytest.raises(ConfigError, match=r"parts\.mp4.*\.avi"):
         write_parts_video(tmp_path / "parts.mp4", [None])
+
+
+def test_lossless_video_gives_back_the_exact_frames(tmp_path):
+    import cv2
+
+    path = tmp_path / "raw.avi"
+    write_parts_video(path, [None, "pit"], frames_per_part=2, fps=10, seed=4, size=(64, 64), travel=0.0, codec="FFV1")
+    gen = SyntheticParts((64, 64), seed=4, colour="bgr")
+    expected = [img for i, d in enumerate([None, "pit"]) for img, _ in gen.passing(d, i, 2, 0.0)]
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    assert len(frames) == 4 and all(np.array_equal(a, b) for a, b in zip(frames, expected))
+
+
+def test_unknown_video_codec_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="H264"):
+        write_parts_video(tmp_path / "x.avi", [None], codec="H264")
