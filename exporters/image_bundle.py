@@ -85,13 +85,17 @@ def build_image_bundle(
     tolerance: float = PARITY_TOLERANCE,
     metrics: dict | None = None,
     reports: dict[str, bytes | Path] | None = None,
+    data_fingerprint: str = "",
+    split: dict | None = None,
 ) -> Bundle:
     """Export, check parity on every golden group, and write the bundle; nothing is written if parity fails.
 
     ``golden`` comes from ``golden_groups``. ``tolerance`` is the largest absolute difference
     allowed between torch and ONNX Runtime on any output; models that compute distances to a
     memory bank need more than the default (see PatchCore). ``metrics`` (evaluation figures)
-    go into the manifest's provenance; ``reports`` (plots, tables) under ``reports/``.
+    go into the manifest's provenance; ``reports`` (plots, tables) under ``reports/``;
+    ``data_fingerprint`` (``files_sha256`` of the training images) and ``split`` (counts per
+    part of the data) say what the model learned from.
     """
     module = trained.module.eval()
     if not golden:
@@ -136,6 +140,8 @@ def build_image_bundle(
                 created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 factoryedge_version=factoryedge.__version__,
                 framework=f"torch {torch.__version__}",
+                data_fingerprint=data_fingerprint,
+                split=split or {},
                 training=trained.info,
                 metrics=metrics or {},
             ),

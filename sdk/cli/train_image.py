@@ -27,9 +27,11 @@ def resolve_inspection_data(data: list[str]):
 
 
 def run_image(args: argparse.Namespace) -> int:
+    from factoryedge.data.fingerprint import files_sha256
+    from factoryedge.data.images import read_mask
     from factoryedge.evaluation.inspection import evaluate_inspection, format_inspection_report, read_image
     from factoryedge.exporters.image_bundle import build_image_bundle, golden_groups
-    from factoryedge.training.image_models import architecture
+    from factoryedge.training.image_models import architecture, supervised_split
 
     name = args.model or "patchcore"
     if name not in IMAGE_MODELS:
@@ -38,28 +40,27 @@ def run_image(args: argparse.Namespace) -> int:
     data = resolve_inspection_data(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     colour = "gray"
-    train = [read_image(s, colour) for s in data.train]
     fit_kwargs = {"seed": args.seed}
     if args.epochs:
         fit_kwargs["epochs"] = args.epochs
-    test = data.test
+    train_samples, test = data.train, data.test
     if arch.supervised:
-        from factoryedge.training.image_models import supervised_split
-
-        labelled, test = supervised_split(data, args.seed)
-        from factoryedge.data.images import read_mask
-
-        fit_kwargs.update(labels=[int(s.defect_type != "good") for s in labelled],
-                          masks=[read_mask(s.mask_path) if s.mask_path else None for s in labelled])
-        train = [read_image(s, colour) for s in labelled]
+        train_samples, test = supervised_split(data, args.seed)
+        fit_kwargs.update(labels=[int(s.defect_type != "good") for s in train_samples],
+                          masks=[read_mask(s.mask_path) if s.mask_path else None for s in train_samples])
+    train = [read_image(s, colour) for s in train_samples]
     log.info("training %s on %d images from %s", name, len(train), data.root)
+    fingerprint = files_sha256([s.path for s in train_samples], data.root)
+    split = {"source": str(data.root), "train": len(train_samples), "evaluation": len(test),
+             "train_defective": sum(s.defect_type != "good" for s in train_samples)}
     trained = arch.fit(train, **fit_kwargs)
     for fname, content in trained.curves.items():
         (args.out / Path(fname).name).write_bytes(content)
     golden_src = [read_image(s, colour) for s in _golden_samples(test)] or train[:4]
     bundle_name = args.name or f"{Path(data.root).name}-{name}"
     bundle = build_image_bundle(trained, args.out / "bundle", bundle_name, golden_groups(trained.spec, golden_src),
-                                version=args.version, tolerance=arch.parity_tolerance)
+                                version=args.version, tolerance=arch.parity_tolerance,
+                                data_fingerprint=fingerprint, split=split)
     parity = bundle.manifest.parity
     print(f"trained {name}: threshold {trained.threshold:.4g} ({trained.calibration.n} held-out good scores, "
           f"max {trained.calibration.max:.4g})")

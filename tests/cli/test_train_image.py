@@ -25,6 +25,7 @@ def test_autoencoder_end_to_end(tmp_path, parts):
     bundle = load_bundle(out / "bundle")
     m = bundle.manifest
     assert m.kind == "image" and m.preprocessing.tile == 32 and m.parity.decisions_changed == 0
+    assert len(m.provenance.data_fingerprint) == 64 and m.provenance.split["train"] == 24
     assert "reports/learning_curve.csv" in m.artefacts and (out / "learning_curve.csv").is_file()
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert metrics["image"]["overall"]["n_good"] == 6 and metrics["image"]["overall"]["n_defective"] == 8
