@@ -8,22 +8,56 @@ is set on exactly the numbers the device will compute.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from factoryedge.errors import ConfigError, DataError
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor, TileLayout
 from factoryedge.manifest import ScoreStats, ThresholdRule
 from factoryedge.scoring import MIN_CALIBRATION_WINDOWS, calibrate_threshold
+from factoryedge.training.image_common import TrainedImageModel
 
 log = logging.getLogger(__name__)
 
 # As PatchCore: a good part above the held-out good parts' 99th percentile is rejected.
 DEFAULT_RULE = ThresholdRule(quantile=0.99, margin=1.0)
 MIN_TRAIN_IMAGES = 4
+SCORE_REDUCTIONS = ("mean", "peak")
+
+
+def check_reduction(reduction: str, window: int, tile: int) -> None:
+    """A ConfigError unless ``reduction`` is known and the peak window fits in the tile."""
+    if reduction not in SCORE_REDUCTIONS:
+        raise ConfigError(f"score_reduction {reduction!r} is not one of {list(SCORE_REDUCTIONS)}")
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= tile:
+        raise ConfigError(f"peak_window {window!r} must be an integer from 1 to the tile size {tile}")
+
+
+def reduce_residual(pixel: torch.Tensor, reduction: str, window: int) -> torch.Tensor:
+    """One figure per tile (N,) from a per-pixel residual map (N, 1, t, t): its mean or its smoothed peak.
+
+    ``"peak"`` is the largest mean over a ``window`` x ``window`` square lying wholly inside
+    the tile (average pooling with stride 1 and no padding): a defect of about the window's
+    size counts at full strength instead of being diluted by the whole tile, while a single
+    noisy pixel is still averaged down. No padding means no invented pixels: zero padding
+    would pull border windows down, replicate padding would count edge pixels twice. Every
+    border pixel still lies in at least one window, and the device's tiles overlap by half,
+    so a defect cut by one tile's edge lies whole inside its neighbour. Exports to ONNX as
+    AveragePool + ReduceMax.
+    """
+    if reduction == "mean":
+        return pixel.flatten(1).mean(1)
+    return F.avg_pool2d(pixel, window, stride=1).flatten(1).amax(1)
+
+
+def reduction_phrase(reduction: str, window: int) -> str:
+    """How a score definition names the reduction: "mean" or "largest k x k window mean"."""
+    return "mean" if reduction == "mean" else f"largest {window} x {window} window mean (within the tile)"
 
 
 def check_tiled_spec(spec: ImagePreprocessingSpec, tile: int) -> None:
@@ -144,6 +178,32 @@ def calibrate_on_images(
     scores = score_tiled(module, spec, images)[0]
     threshold, stats = calibrate_threshold(scores, rule)
     return threshold, stats, scores
+
+
+def with_score_reduction(
+    trained: TrainedImageModel, images: list[np.ndarray], reduction: str, peak_window: int | None = None
+) -> TrainedImageModel:
+    """The same trained networks with another score reduction, recalibrated on the same held-out images.
+
+    ``images`` are the good images the model was fitted on: the held-out split is drawn again
+    from the fit's ``seed`` and ``held_out_fraction``, so the threshold comes from the very
+    images the fit calibrated on, now scored through the new module (what the device runs).
+    No weights change and nothing is retrained; the new module shares the networks.
+    """
+    p = trained.parameters
+    n_fit = trained.info.get("n_good_images")
+    if n_fit is not None and n_fit != len(images):
+        raise DataError(f"the model was fitted on {n_fit} good images but {len(images)} were given; pass the same list "
+                        "so that the held-out split (and the threshold) is the fit's")
+    window = p["peak_window"] if peak_window is None else peak_window
+    check_reduction(reduction, window, p["tile"])
+    module = trained.module.with_reduction(reduction, window)
+    _, held_idx = split_held_out(len(images), p["held_out_fraction"], p["seed"])
+    threshold, stats, scores = calibrate_on_images(module, trained.spec, [images[i] for i in held_idx], trained.rule)
+    return dataclasses.replace(
+        trained, module=module, threshold=threshold, calibration=stats, calibration_scores=scores,
+        score_definition=module.score_definition, parameters={**p, "score_reduction": reduction, "peak_window": window},
+    )
 
 
 def curve_files(history: list[dict], panels: list[tuple[str, list[str]]], title: str) -> dict[str, bytes]:
