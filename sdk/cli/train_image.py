@@ -58,7 +58,8 @@ def run_image(args: argparse.Namespace) -> int:
         (args.out / Path(fname).name).write_bytes(content)
     golden_src = [read_image(s, colour) for s in _golden_samples(test)] or train[:4]
     bundle_name = args.name or f"{Path(data.root).name}-{name}"
-    bundle = build_image_bundle(trained, args.out / "bundle", bundle_name, golden_groups(trained.spec, golden_src),
+    golden = golden_groups(trained.spec, golden_src, n_groups=3)
+    bundle = build_image_bundle(trained, args.out / "bundle", bundle_name, golden,
                                 version=args.version, tolerance=arch.parity_tolerance,
                                 data_fingerprint=fingerprint, split=split)
     parity = bundle.manifest.parity
@@ -84,7 +85,7 @@ def run_image(args: argparse.Namespace) -> int:
     return 0
 
 
-def _golden_samples(samples, per_kind: int = 3):
+def _golden_samples(samples, per_kind: int = 8):
     """A few good and a few defective test samples, so parity covers both sides of the threshold."""
     good = [s for s in samples if s.defect_type == "good"][:per_kind]
     bad = [s for s in samples if s.defect_type != "good"][:per_kind]
