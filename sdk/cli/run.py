@@ -31,16 +31,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from factoryedge.runtimes.monitor import ConditionMonitor
 
-    monitor = ConditionMonitor(profile)
-
-    def _stop(signum, _frame):
-        log.info("received %s: stopping and flushing the outbox", signal.Signals(signum).name)
-        monitor.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    monitor.run()
-    return 0
+    return _run_until_signal(ConditionMonitor(profile), "stopping and flushing the outbox")
 
 
 def _run_inspection(args: argparse.Namespace, profile) -> int:
@@ -53,13 +44,17 @@ def _run_inspection(args: argparse.Namespace, profile) -> int:
         return 0
     from factoryedge.runtimes.inspection.station import InspectionStation
 
-    station = InspectionStation(profile)
+    return _run_until_signal(InspectionStation(profile), "stopping; every pending part still gets its decision")
+
+
+def _run_until_signal(program, stopping: str) -> int:
+    """``program.run()`` until SIGTERM (systemd) or SIGINT, which call ``program.stop()``."""
 
     def _stop(signum, _frame):
-        log.info("received %s: stopping; every pending part still gets its decision", signal.Signals(signum).name)
-        station.stop()
+        log.info("received %s: %s", signal.Signals(signum).name, stopping)
+        program.stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    station.run()
+    program.run()
     return 0
