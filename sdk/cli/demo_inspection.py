@@ -73,7 +73,7 @@ def _parts_data(root: Path):
 
     if (root / "train").is_dir():
         return load_inspection_set(root, require_masks=True)
-    return write_inspection_set(root, n_train_good=40, n_test_good=12, n_per_defect=4, seed=11, size=SIZE)
+    return write_inspection_set(root, n_train_good=80, n_test_good=12, n_per_defect=4, seed=11, size=SIZE)
 
 
 def _train(data, bundle_dir: Path):
