@@ -96,6 +96,12 @@ class LatestFrame:
     def ended(self) -> bool:
         return self._ended
 
+    @property
+    def failure(self) -> BaseException | None:
+        """The exception that stopped the grabber thread, or None (still running, or ended normally)."""
+        with self._cond:
+            return self._error
+
     def peek(self) -> Frame | None:
         """The newest frame without waiting, or None; does not count as taken."""
         with self._cond:

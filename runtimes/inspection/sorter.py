@@ -167,6 +167,11 @@ class Sorter:
         if self.close_sink:
             self.sink.close(timeout=timeout)
 
+    @property
+    def frames(self) -> LatestFrame | None:
+        """The camera's latest-frame buffer once started (its ``failure``, ``ended``, ``peek``)."""
+        return self._latest
+
     def stats(self) -> dict[str, int]:
         """Counters: triggers, decisions, pass, reject, reason_<reason>, late, publish_errors, trigger_* and archive_*."""
         with self._lock:

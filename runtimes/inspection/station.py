@@ -5,6 +5,12 @@
 What ``factoryedge run`` starts for a profile with ``kind: inspection``. Besides the sorter's
 decisions it publishes a health report every ``mqtt.health_interval_s`` with the sorter's and
 the camera's counters, so a plant system sees a station that stopped seeing parts.
+
+A lost stream is the camera's own business (it reconnects; parts meanwhile get fail-safe
+``camera_lost`` decisions). But if the camera's reader itself fails (an exception, not a lost
+stream), nothing in this process would bring it back: the station then stops with
+``failed`` set, ``factoryedge run`` exits with status 1, and the service manager
+(``Restart=always`` in the shipped unit) starts it afresh.
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ class InspectionStation:
         self.sorter = Sorter(profile.inspection, self.model, self.sink, camera=camera, trigger=trigger)
         self._stop = threading.Event()
         self._started = time.time()
+        self.failed: str | None = None
         log.info("inspection station: model %s %s (threshold %.4g), camera %s, trigger %s, deadline %g ms, "
                  "fail-safe %s", self.model.name, self.model.version, self.model.threshold,
                  profile.inspection.camera, profile.inspection.trigger, profile.inspection.deadline_ms,
@@ -69,8 +76,24 @@ class InspectionStation:
 
     def _health_loop(self) -> None:
         interval = self.profile.mqtt.health_interval_s
-        while not self._stop.wait(interval):
+        next_report = time.monotonic() + interval
+        while not self._stop.wait(min(1.0, interval)):
+            if self._camera_failed():
+                return
+            if time.monotonic() < next_report:
+                continue
+            next_report += interval
             try:
                 self.sink.publish_telemetry(self.sink.topics.health, self.health())
             except Exception:  # noqa: BLE001 - health reporting must never stop the sorting
                 log.exception("health report failed")
+
+    def _camera_failed(self) -> bool:
+        latest = self.sorter.frames
+        error = latest.failure if latest is not None else None
+        if error is None:
+            return False
+        self.failed = f"camera reader failed: {type(error).__name__}: {error}"
+        log.error("%s; stopping so the service manager restarts the station", self.failed)
+        self.stop()
+        return True

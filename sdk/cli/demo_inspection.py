@@ -177,9 +177,9 @@ def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
 
 def _first_frame(station):
     deadline = time.monotonic() + 10
-    while station.sorter._latest is None and time.monotonic() < deadline:
+    while station.sorter.frames is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    return station.sorter._latest.get(timeout=10)
+    return station.sorter.frames.get(timeout=10)
 
 
 def _check_verdicts(outbox: Path, truth, out: Path, step) -> None:

@@ -44,7 +44,9 @@ def _run_inspection(args: argparse.Namespace, profile) -> int:
         return 0
     from factoryedge.runtimes.inspection.station import InspectionStation
 
-    return _run_until_signal(InspectionStation(profile), "stopping; every pending part still gets its decision")
+    station = InspectionStation(profile)
+    _run_until_signal(station, "stopping; every pending part still gets its decision")
+    return 1 if station.failed else 0
 
 
 def _run_until_signal(program, stopping: str) -> int:

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import cv2
 import yaml
@@ -87,3 +89,39 @@ def test_station_process_decides_every_part_and_reports_health(tmp_path, broker,
     assert len(list((tmp_path / "rejects").glob("*.json"))) == len(rejected)
     health = json.loads(sub.messages(topic=BASE + "health")[0].payload)
     assert health["extra"]["sorter"]["triggers"] >= 1
+
+
+class CrashingCamera:
+    """A camera whose reader fails with an exception after a few frames (a driver bug, not a lost stream)."""
+
+    uri = "v4l2:///dev/video-broken"
+    is_open = True
+    stats = {}
+
+    def open(self):
+        return self
+
+    def frames(self):
+        from factoryedge.runtimes.cameras.frames import Frame
+
+        for i in range(3):
+            yield Frame(uniform_part(seed=i), time.monotonic(), time.time(), i, self.uri)
+            time.sleep(0.05)
+        raise RuntimeError("VIDIOC_DQBUF: No such device")
+
+    def close(self):
+        pass
+
+
+def test_station_stops_for_a_restart_when_the_camera_reader_fails(tmp_path, broker):
+    from factoryedge.runtimes.inspection.station import InspectionStation
+    from factoryedge.runtimes.profile import load_profile
+
+    bundle = make_image_bundle(tmp_path / "b")
+    profile = load_profile(write_profile(tmp_path, bundle.path, "v4l2:///dev/video9", mqtt=broker.url))
+    station = InspectionStation(profile, camera=CrashingCamera())
+    runner = threading.Thread(target=station.run)
+    runner.start()
+    runner.join(20)
+    assert not runner.is_alive(), "the station kept running on a dead camera"
+    assert station.failed and "VIDIOC_DQBUF" in station.failed
