@@ -10,6 +10,7 @@ import threading
 import time
 
 import cv2
+import pytest
 import yaml
 
 from tests.cli.test_cli import assert_one_line_error, cli
@@ -120,8 +121,11 @@ def test_station_stops_for_a_restart_when_the_camera_reader_fails(tmp_path, brok
     bundle = make_image_bundle(tmp_path / "b")
     profile = load_profile(write_profile(tmp_path, bundle.path, "v4l2:///dev/video9", mqtt=broker.url))
     station = InspectionStation(profile, camera=CrashingCamera())
-    runner = threading.Thread(target=station.run)
+    runner = threading.Thread(target=station.run, daemon=True)
     runner.start()
     runner.join(20)
-    assert not runner.is_alive(), "the station kept running on a dead camera"
+    if runner.is_alive():
+        station.stop()  # do not leave a sorting thread behind in the test process
+        runner.join(20)
+        pytest.fail("the station kept running on a dead camera")
     assert station.failed and "VIDIOC_DQBUF" in station.failed
