@@ -144,23 +144,43 @@ class AutoencoderScorer(nn.Module):
 
 
 @dataclass(frozen=True)
-class AutoencoderConfig:
-    """Hyper-parameters; ``tile`` must equal the preprocessing spec's tile.
+class TiledNetConfig:
+    """What the tile autoencoder and f-AnoGAN share; ``tile`` must equal the spec's tile.
 
-    Training draws ``train_tiles`` random tiles (with flips) from the training images once,
-    and validates on up to ``val_tiles`` grid tiles of the held-out good images, which also
-    calibrate the threshold (``held_out_fraction`` of the images, at least 20).
-    ``score_reduction`` / ``peak_window``: how the exported module turns a tile's residual map
-    into its score (``AutoencoderScorer``); the default window of 4 px at half scale is
-    about 8 native px, the size of a small blowhole on the magnetic tiles.
-    The default is the mean: the peak was measured on the magnetic tiles (both on the same
-    trained networks) and did not help at image level (AE 0.585 -> 0.539, f-AnoGAN 0.562 ->
-    0.568), because the highest window on good parts sits at the image edge.
+    ``held_out_fraction`` of the good images (at least 20) validate and calibrate the
+    threshold. ``score_reduction`` / ``peak_window``: how the exported module turns a tile's
+    residual map into its score, the mean or the largest ``peak_window`` square mean (4 px
+    at half scale is about 8 native px, a small blowhole on the magnetic tiles). The default
+    is the mean: the peak was measured on the magnetic tiles (on the same trained networks)
+    and did not help at image level (AE 0.585 -> 0.539, f-AnoGAN 0.562 -> 0.568), because
+    the highest window on good parts sits at the image edge.
     """
 
     tile: int = 32
     width: int = 32
     latent_dim: int = 64
+    held_out_fraction: float = 0.2
+    score_reduction: str = "mean"
+    peak_window: int = 4
+    seed: int = 0
+
+    def check_shared(self, spec: ImagePreprocessingSpec | None = None) -> None:
+        tile_stages(self.tile)
+        check_reduction(self.score_reduction, self.peak_window, self.tile)
+        if self.width < 1 or self.latent_dim < 1:
+            raise ConfigError(f"width ({self.width}) and latent_dim ({self.latent_dim}) must be >= 1")
+        if spec is not None:
+            check_tiled_spec(spec, self.tile)
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig(TiledNetConfig):
+    """Hyper-parameters (see ``TiledNetConfig`` for the shared ones).
+
+    Training draws ``train_tiles`` random tiles (with flips) from the training images once,
+    and validates on up to ``val_tiles`` grid tiles of the held-out good images.
+    """
+
     train_tiles: int = 20_000
     val_tiles: int = 2_000
     epochs: int = 10
@@ -168,20 +188,13 @@ class AutoencoderConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     patience: int = 5
-    held_out_fraction: float = 0.2
-    score_reduction: str = "mean"
-    peak_window: int = 4
-    seed: int = 0
 
     def check(self, spec: ImagePreprocessingSpec | None = None) -> None:
-        tile_stages(self.tile)
-        check_reduction(self.score_reduction, self.peak_window, self.tile)
-        if self.width < 1 or self.latent_dim < 1 or self.epochs < 1 or self.batch_size < 2:
-            raise ConfigError(f"width, latent_dim, epochs must be >= 1 and batch_size >= 2, got {self}")
+        self.check_shared(spec)
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError(f"epochs ({self.epochs}) must be >= 1 and batch_size ({self.batch_size}) >= 2")
         if self.train_tiles < self.batch_size or self.val_tiles < 1:
             raise ConfigError(f"train_tiles {self.train_tiles} must be at least batch_size {self.batch_size}")
-        if spec is not None:
-            check_tiled_spec(spec, self.tile)
 
 
 def fit_conv_autoencoder(

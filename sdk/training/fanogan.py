@@ -38,7 +38,7 @@ from torch import nn
 from factoryedge.errors import ConfigError
 from factoryedge.features.image import ImagePreprocessingSpec
 from factoryedge.manifest import ThresholdRule
-from factoryedge.training.conv_autoencoder import ConvDecoder, ConvEncoder, first_channel, tile_stages
+from factoryedge.training.conv_autoencoder import ConvDecoder, ConvEncoder, TiledNetConfig, first_channel
 from factoryedge.training.image_common import TrainedImageModel
 from factoryedge.training.image_fit import (
     DEFAULT_RULE,
@@ -46,7 +46,6 @@ from factoryedge.training.image_fit import (
     calibrate_on_images,
     check_images,
     check_reduction,
-    check_tiled_spec,
     curve_files,
     grid_tiles,
     reduce_residual,
@@ -61,22 +60,15 @@ ARCHITECTURE = "fanogan_wgangp_izif_tiles"
 
 
 @dataclass(frozen=True)
-class FAnoGANConfig:
-    """Hyper-parameters; ``tile`` must equal the preprocessing spec's tile.
+class FAnoGANConfig(TiledNetConfig):
+    """Hyper-parameters (see ``TiledNetConfig`` for the shared ones, including the score reduction).
 
     ``gan_seconds`` / ``encoder_seconds`` (None: no limit) stop a stage early on a CPU budget;
     the info records whether they did. ``val_tiles`` grid tiles of the held-out good images
-    (``held_out_fraction``, at least 20 images) give the validation curves; the held-out
-    images' scores calibrate the threshold. ``score_reduction`` / ``peak_window``: the image
-    residual term of the score, the paper's mean or the smoothed peak (``FAnoGANScorer``).
-    The default is the mean: the peak was measured on the magnetic tiles (both on the same
-    trained networks) and did not help at image level (AE 0.585 -> 0.539, f-AnoGAN 0.562 ->
-    0.568), because the highest window on good parts sits at the image edge.
+    give the validation curves. The reduction applies to the image residual term of the
+    score (``FAnoGANScorer``).
     """
 
-    tile: int = 32
-    width: int = 32
-    latent_dim: int = 64
     batch_size: int = 64
     gan_iterations: int = 2000
     n_critic: int = 5
@@ -89,22 +81,14 @@ class FAnoGANConfig:
     kappa: float = 1.0
     eval_every: int = 100
     val_tiles: int = 1000
-    held_out_fraction: float = 0.2
-    score_reduction: str = "mean"
-    peak_window: int = 4
-    seed: int = 0
 
     def check(self, spec: ImagePreprocessingSpec | None = None) -> None:
-        tile_stages(self.tile)
-        check_reduction(self.score_reduction, self.peak_window, self.tile)
-        ints = {k: getattr(self, k) for k in ("width", "latent_dim", "gan_iterations", "n_critic", "encoder_iterations",
-                                               "eval_every", "val_tiles")}
+        self.check_shared(spec)
+        ints = {k: getattr(self, k) for k in ("gan_iterations", "n_critic", "encoder_iterations", "eval_every", "val_tiles")}
         if any(v < 1 for v in ints.values()) or self.batch_size < 2:
             raise ConfigError(f"these must be >= 1 (batch_size >= 2): {ints}, batch_size={self.batch_size}")
         if self.kappa < 0 or self.gp_weight < 0:
             raise ConfigError(f"kappa ({self.kappa}) and gp_weight ({self.gp_weight}) must not be negative")
-        if spec is not None:
-            check_tiled_spec(spec, self.tile)
 
 
 class FAnoGANScorer(nn.Module):
