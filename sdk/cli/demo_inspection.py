@@ -11,9 +11,7 @@ the parts' known defects.
 """
 from __future__ import annotations
 
-import json
 import logging
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -120,6 +118,7 @@ def _profile(out: Path, bundle_path: Path, video: Path, broker) -> Path:
 
 
 def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
+    from factoryedge.cli.demo_live import start_watcher
     from factoryedge.data.synthetic_parts import write_parts_video
     from factoryedge.runtimes.inspection.station import InspectionStation
     from factoryedge.runtimes.local_broker import LocalBroker
@@ -131,18 +130,7 @@ def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
                               codec="FFV1")
     (out / "station-outbox.sqlite").unlink(missing_ok=True)
     broker = LocalBroker(broker_kind).start()
-    watcher = subprocess.Popen([sys.executable, "-m", "factoryedge", "watch", broker.uri, "--protocol", "3.1.1",
-                                "--topic", "factoryedge/v1/+/+/+/decision"], stdout=subprocess.PIPE, text=True)
-    ready = threading.Event()
-
-    def relay():
-        for line in watcher.stdout:
-            if line.startswith("subscribed"):
-                ready.set()
-                continue
-            print(f"    PLC receives> {line.rstrip()}", flush=True)
-
-    threading.Thread(target=relay, daemon=True).start()
+    watcher, ready, _ = start_watcher(broker.uri, "PLC receives", ["factoryedge/v1/+/+/+/decision"])
     runtime_log = logging.getLogger("factoryedge.runtimes")
     previous = runtime_log.level
     runtime_log.setLevel(logging.WARNING)
@@ -183,12 +171,9 @@ def _first_frame(station):
 
 
 def _check_verdicts(outbox: Path, truth, out: Path, step) -> None:
-    con = sqlite3.connect(outbox)
-    try:
-        rows = con.execute("SELECT payload FROM outbox WHERE topic LIKE '%/decision' ORDER BY id").fetchall()
-    finally:
-        con.close()
-    decisions = {d["part_id"]: d for d in (json.loads(r[0]) for r in rows)}
+    from factoryedge.cli.demo_live import outbox_payloads
+
+    decisions = {d["part_id"]: d for d in outbox_payloads(outbox, "/decision")}
     by_frame = {f: p for p in truth for f in p.frames}
     right = wrong = 0
     for d in decisions.values():

@@ -41,21 +41,7 @@ def run_live(bundle, out: Path, machine_seconds: float, speed: float, step, brok
     from factoryedge.runtimes.sensor_sim import PtyEndpoint, SensorStreamer
 
     broker = LocalBroker(broker_kind).start()
-    received: list[str] = []
-    watcher = subprocess.Popen([sys.executable, "-m", "factoryedge", "watch", broker.uri, "--protocol", "3.1.1"],
-                               stdout=subprocess.PIPE, text=True)
-    ready = threading.Event()
-
-    def relay():
-        for line in watcher.stdout:
-            line = line.rstrip()
-            if line.startswith("subscribed"):
-                ready.set()
-                continue
-            received.append(line)
-            print(f"    plant subscriber> {line}", flush=True)
-
-    threading.Thread(target=relay, daemon=True).start()
+    watcher, ready, received = start_watcher(broker.uri, "plant subscriber")
     pty = PtyEndpoint(link=out / "vib0")
     runtime_log = logging.getLogger("factoryedge.runtimes")
     previous_level = runtime_log.level
@@ -102,12 +88,39 @@ def run_live(bundle, out: Path, machine_seconds: float, speed: float, step, brok
 
 def _events(out: Path) -> list[dict]:
     """Anomaly events as the device stored them in its outbox (all delivered by now)."""
+    return outbox_payloads(out / "outbox.sqlite", "/event/anomaly")
+
+
+def outbox_payloads(outbox: Path, topic_suffix: str) -> list[dict]:
+    """The JSON payloads a device stored in its outbox for topics ending in ``topic_suffix``, in order."""
     import json
     import sqlite3
 
-    con = sqlite3.connect(out / "outbox.sqlite")
+    con = sqlite3.connect(outbox)
     try:
-        rows = con.execute("SELECT payload FROM outbox WHERE topic LIKE '%/event/anomaly' ORDER BY id").fetchall()
+        rows = con.execute("SELECT payload FROM outbox WHERE topic LIKE ? ORDER BY id", (f"%{topic_suffix}",)).fetchall()
     finally:
         con.close()
     return [json.loads(r[0]) for r in rows]
+
+
+def start_watcher(broker_uri: str, label: str, topics: list[str] | None = None):
+    """``factoryedge watch`` in its own process, each line printed as ``label>``; (process, ready, lines)."""
+    cmd = [sys.executable, "-m", "factoryedge", "watch", broker_uri, "--protocol", "3.1.1"]
+    for t in topics or []:
+        cmd += ["--topic", t]
+    watcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    ready = threading.Event()
+    received: list[str] = []
+
+    def relay():
+        for line in watcher.stdout:
+            line = line.rstrip()
+            if line.startswith("subscribed"):
+                ready.set()
+                continue
+            received.append(line)
+            print(f"    {label}> {line}", flush=True)
+
+    threading.Thread(target=relay, daemon=True).start()
+    return watcher, ready, received

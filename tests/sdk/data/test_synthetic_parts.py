@@ -101,20 +101,13 @@ def test_written_set_loads_with_the_right_counts_and_masks(tmp_path):
 
 
 def test_video_reads_back_with_every_frame_and_the_defects_where_the_masks_say(tmp_path):
-    cv2 = pytest.importorskip("cv2")
+    pytest.importorskip("cv2")
     parts = [None, "scratch", "pit", "chip"]
     path = tmp_path / "parts.avi"
     truth = write_parts_video(path, parts, frames_per_part=4, fps=10, seed=3, size=SIZE)
     assert [(t.frames, t.part_id, t.defect) for t in truth] == [
         (range(4 * i, 4 * i + 4), f"part-{i:04d}", d) for i, d in enumerate(parts)]
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = read_frames(path)
     assert len(frames) == 16 and frames[0].shape == SIZE + (3,)
     gen = SyntheticParts(SIZE, seed=3, colour="bgr")
     for i, defect in enumerate(parts):
@@ -149,12 +142,22 @@ def test_video_needs_an_avi_path(tmp_path):
 
 
 def test_lossless_video_gives_back_the_exact_frames(tmp_path):
-    import cv2
-
     path = tmp_path / "raw.avi"
     write_parts_video(path, [None, "pit"], frames_per_part=2, fps=10, seed=4, size=(64, 64), travel=0.0, codec="FFV1")
     gen = SyntheticParts((64, 64), seed=4, colour="bgr")
     expected = [img for i, d in enumerate([None, "pit"]) for img, _ in gen.passing(d, i, 2, 0.0)]
+    frames = read_frames(path)
+    assert len(frames) == 4 and all(np.array_equal(a, b) for a, b in zip(frames, expected))
+
+
+def test_unknown_video_codec_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="H264"):
+        write_parts_video(tmp_path / "x.avi", [None], codec="H264")
+
+
+def read_frames(path) -> list[np.ndarray]:
+    """Every frame of a video file, as OpenCV decodes it."""
+    cv2 = pytest.importorskip("cv2")
     cap = cv2.VideoCapture(str(path))
     frames = []
     while True:
@@ -163,9 +166,4 @@ def test_lossless_video_gives_back_the_exact_frames(tmp_path):
             break
         frames.append(frame)
     cap.release()
-    assert len(frames) == 4 and all(np.array_equal(a, b) for a, b in zip(frames, expected))
-
-
-def test_unknown_video_codec_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="H264"):
-        write_parts_video(tmp_path / "x.avi", [None], codec="H264")
+    return frames
