@@ -1,12 +1,61 @@
-"""Threshold calibration from normal scores: one rule for training and for on-device baselining."""
+"""The score rule and threshold calibration: one definition of "anomalous" for training,
+export parity, evaluation, the debounce and the device.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
-from factoryedge.errors import DataError
-from factoryedge.manifest import ScoreStats, ThresholdRule
+from factoryedge.errors import ConfigError, DataError
+from factoryedge.manifest import ScoreInfo, ScoreStats, ThresholdRule
 
 MIN_CALIBRATION_WINDOWS = 20
+
+
+@dataclass(frozen=True)
+class ScoreRule:
+    """When a score is anomalous: at or beyond ``threshold`` in the direction the manifest says.
+
+    ``higher_is_anomalous`` (the manifest's ``score.higher_is_anomalous``) is True for every
+    reconstruction error and distance; a model whose score is a likelihood or a similarity
+    sets it False, and then a score at or *below* the threshold is anomalous. Everything that
+    turns a score into a verdict goes through this class, so the two directions cannot drift.
+    """
+
+    threshold: float
+    higher_is_anomalous: bool = True
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.threshold):
+            raise ConfigError(f"threshold must be a finite number, got {self.threshold!r}")
+
+    @classmethod
+    def from_score_info(cls, score: ScoreInfo, threshold: float | None = None) -> ScoreRule:
+        """The rule of a manifest's ``score`` section, optionally at another threshold."""
+        return cls(float(score.threshold if threshold is None else threshold), bool(score.higher_is_anomalous))
+
+    def with_threshold(self, threshold: float) -> ScoreRule:
+        return ScoreRule(float(threshold), self.higher_is_anomalous)
+
+    def is_anomalous(self, scores: np.ndarray | float) -> np.ndarray:
+        """Boolean array (or numpy bool for a scalar): which scores are anomalous."""
+        s = np.asarray(scores)
+        return s >= self.threshold if self.higher_is_anomalous else s <= self.threshold
+
+    def exceeds(self, score: float) -> bool:
+        """One score as a Python bool."""
+        return bool(self.is_anomalous(float(score)))
+
+    def ratio(self, score: float) -> float:
+        """How far into anomalous territory a score is: 1 at the threshold, larger is worse."""
+        if self.higher_is_anomalous:
+            return float(score) / self.threshold if self.threshold else float("inf")
+        return self.threshold / float(score) if score else float("inf")
+
+    def clears(self, score: float, hysteresis: float) -> bool:
+        """Back to normal with a hysteresis factor < 1 (below ``hysteresis * threshold`` for higher-is-worse)."""
+        return self.ratio(score) < hysteresis
 
 
 def score_stats(scores: np.ndarray) -> ScoreStats:
