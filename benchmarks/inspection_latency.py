@@ -126,6 +126,7 @@ def main() -> None:
         sorter.stop()
         runner.join(15)
         model.close()
+        sink.close()
         stats = sorter.stats()
     finally:
         broker.stop()

@@ -1,1 +1,4 @@
-"""The device runtime: sources, backends, scorer, sinks. Never imports torch or exporters."""
+"""The device runtime: two programs (monitoring, inspection) on one shell, and the plugins they use.
+
+Never imports torch or the exporters (a test enforces it); hardware libraries load only when a plugin opens.
+"""

@@ -1,6 +1,7 @@
 """The device profile: one YAML file that says what this device reads, runs and publishes.
 
-Validated into typed objects at load; any error names the file, the key path and the
+Validated into typed objects at load, plugin options included (each plugin checks its URI
+and options without opening hardware); any error names the file, the key path and the
 reason. Secrets never live in the YAML: MQTT passwords and TLS keys are referenced by
 environment variable or file path.
 """
@@ -14,38 +15,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from factoryedge.bundle import format_validation_error
 from factoryedge.errors import ConfigError
+from factoryedge.debounce import DebounceConfig
+from factoryedge.runtimes import registry
 from factoryedge.runtimes.inspection.config import InspectionConfig
-from factoryedge.runtimes.scorer import ScorerConfig
-
-_NAME = r"^[A-Za-z0-9_.-]+$"
-
+from factoryedge.runtimes.messages import Identity
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Identity(_Section):
-    site: str = Field(pattern=_NAME)
-    line: str = Field(pattern=_NAME)
-    machine: str = Field(pattern=_NAME)
-    device_id: str = Field(pattern=_NAME)
-
-
 def _known_scheme(kind: str, uri: str) -> str:
-    from factoryedge.runtimes import registry
-
     try:
-        scheme = registry.scheme_of(uri)
+        registry.resolve(kind, uri)
     except ConfigError as e:
         raise ValueError(str(e)) from None
-    known = registry.known(kind)
-    if scheme not in known:
-        raise ValueError(f"unknown {kind} scheme {scheme!r} in {uri!r}; known: {', '.join(sorted(known))}")
     return uri
 
 
 class SensorConfig(_Section):
-    uri: str = Field(description="source URI, e.g. serial:///dev/factoryedge-vib0?baud=921600&format=fe1")
+    """Where the samples come from: a source URI plus options for its plugin."""
+
+    uri: str = Field(description="source URI, e.g. serial:///dev/factoryedge-vib0?rate=25600&baud=921600&format=fe1")
     options: dict = Field(default_factory=dict, description="extra options for the source plugin")
 
     @field_validator("uri")
@@ -55,12 +45,16 @@ class SensorConfig(_Section):
 
 
 class ModelConfig(_Section):
+    """Which bundle to run, on which backend, in batches of how many inputs."""
+
     bundle: Path
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     batch: int = Field(8, ge=1, le=1024, description="windows per inference call")
 
 
 class BaselineConfig(_Section):
+    """Per-machine baselining: learn this machine's normal scores, then set its threshold from them."""
+
     mode: Literal["off", "auto", "calibrate"] = Field(
         "auto", description="auto: use a persisted baseline or calibrate once; calibrate: always re-learn at start"
     )
@@ -74,11 +68,15 @@ class BaselineConfig(_Section):
         return "off" if v is False else v
 
 
-class ScoringConfig(ScorerConfig):
+class ScoringConfig(DebounceConfig):
+    """The debounce (k of n windows, hysteresis, severities) plus per-machine baselining."""
+
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
 
 
-class MqttConfig(_Section):
+class MqttSection(_Section):
+    """The plant broker: URI, sink options (TLS, credentials by file or environment), outbox, report clocks."""
+
     uri: str = Field(description="mqtt://host:1883 or mqtts://host:8883 (no credentials in the URI)")
     options: dict = Field(default_factory=dict, description="MqttSink options: client_id, qos, protocol, tls and secret files")
     outbox: Path = Path("/var/lib/factoryedge/outbox.sqlite")
@@ -103,6 +101,8 @@ class MqttConfig(_Section):
 
 
 class LoggingConfig(_Section):
+    """Log level, and text or one JSON object per line (for journald and log shippers)."""
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
 
@@ -115,8 +115,13 @@ class DeviceProfile(_Section):
     sensor: SensorConfig
     model: ModelConfig
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
-    mqtt: MqttConfig
+    mqtt: MqttSection
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def check_plugins(self) -> None:
+        """Validate the sensor's and the sink's URI and options without opening them."""
+        registry.check("source", self.sensor.uri, self.sensor.options, at="sensor.uri", options_at="sensor.options")
+        _check_sink(self)
 
 
 class InspectionProfile(_Section):
@@ -126,8 +131,18 @@ class InspectionProfile(_Section):
     identity: Identity
     inspection: InspectionConfig
     model: ModelConfig
-    mqtt: MqttConfig
+    mqtt: MqttSection
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def check_plugins(self) -> None:
+        """Validate the camera's, the trigger's and the sink's URI and options without opening them."""
+        self.inspection.check_plugins("inspection")
+        _check_sink(self)
+
+
+def _check_sink(profile: DeviceProfile | InspectionProfile) -> None:
+    registry.check("sink", profile.mqtt.uri, {**profile.mqtt.options, "identity": profile.identity},
+                   at="mqtt.uri", options_at="mqtt.options")
 
 
 def load_profile(path: str | Path) -> DeviceProfile | InspectionProfile:
@@ -154,6 +169,10 @@ def load_profile(path: str | Path) -> DeviceProfile | InspectionProfile:
         profile = cls.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{p}: {format_validation_error(e)}") from None
+    try:
+        profile.check_plugins()
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
     base = p.resolve().parent
     profile.model.bundle = _relative_to(base, profile.model.bundle)
     profile.mqtt.outbox = _relative_to(base, profile.mqtt.outbox)

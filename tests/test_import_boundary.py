@@ -38,7 +38,7 @@ def test_device_modules_import_without_torch_or_hardware_libraries():
     names = out.stdout.split()
     imported = set(names[1:])
     assert int(names[0]) == len(imported) >= 10
-    for must in ("factoryedge.bundle", "factoryedge.features.vibration", "factoryedge.runtimes.offline",
+    for must in ("factoryedge.bundle", "factoryedge.features.vibration", "factoryedge.runtimes.monitoring.recordings",
                  "factoryedge.runtimes.backends.onnxruntime", "factoryedge.cli.evaluate", "factoryedge.firmware_config"):
         assert must in imported
 

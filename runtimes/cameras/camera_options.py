@@ -3,20 +3,12 @@ from __future__ import annotations
 
 import functools
 import glob
-import os
 import re
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 from factoryedge.errors import ConfigError, missing_dependency
-from factoryedge.runtimes.sources.base import as_bool, as_float, as_int
-
-def _as_text(key: str, value: Any) -> str:
-    text = str(value).strip()
-    if not text:
-        raise ConfigError(f"option {key}= must not be empty")
-    return text
+from factoryedge.runtimes.options import as_bool, as_float, as_int, as_text
 
 
 def _as_fourcc(key: str, value: Any) -> str:
@@ -33,9 +25,9 @@ _CREDENTIALS = ("username", "username_env", "username_file", "password_env", "pa
 OPTIONS: dict[str, dict[str, Any]] = {
     "csi": {**_SIZE, "flip": as_int(0, 7, 2), **_LIVE},
     "v4l2": {**_SIZE, "fourcc": _as_fourcc, **_LIVE},
-    "rtsp": {**{k: _as_text for k in _CREDENTIALS}, **_LIVE},
+    "rtsp": {**{k: as_text for k in _CREDENTIALS}, **_LIVE},
     "file": {"loop": as_bool, "realtime": as_bool, **_RECONNECT},
-    "dir": {"pattern": _as_text, "fps": as_float(0.0, 5.0), "loop": as_bool, **_RECONNECT},
+    "dir": {"pattern": as_text, "fps": as_float(0.0, 5.0), "loop": as_bool, **_RECONNECT},
 }
 DEFAULTS: dict[str, Any] = {"stall_s": 5.0, "reconnect_min": 0.1, "reconnect_max": 5.0, "wait": False,
                             "loop": False, "realtime": False}
@@ -52,7 +44,7 @@ def _import_cv2() -> Any:
     return cv2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _has_backend(cv2: Any, name: str) -> bool:
     """Whether OpenCV was built with a video I/O backend, as its build information says."""
     match = re.search(rf"^\s*{name}:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
@@ -78,25 +70,3 @@ def csi_pipeline(sensor_id: int, width: int, height: int, fps: float, flip: int)
             f"video/x-raw(memory:NVMM),width={width},height={height},framerate={rate.numerator}/{rate.denominator} ! "
             f"nvvidconv flip-method={flip} ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
             "appsink drop=true max-buffers=1")
-
-
-def _secret(opts: dict[str, Any], what: str, names: tuple[str, ...]) -> str | None:
-    given = [n for n in names if n in opts]
-    if len(given) > 1:
-        raise ConfigError(f"give the {what} one way only, not {' and '.join(given)}")
-    if not given:
-        return None
-    name, value = given[0], opts[given[0]]
-    if name.endswith("_env"):
-        if not os.environ.get(value):
-            raise ConfigError(f"{name}={value!r}: that environment variable is not set or empty")
-        return os.environ[value]
-    if name.endswith("_file"):
-        try:
-            text = Path(value).read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{name}={value!r}: cannot read the {what} from it ({e.__class__.__name__})") from None
-        if not text:
-            raise ConfigError(f"{name}={value!r}: the file is empty")
-        return text
-    return value

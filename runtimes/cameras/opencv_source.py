@@ -23,26 +23,27 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 import numpy as np
 
 from factoryedge.errors import ConfigError, SourceError
 from factoryedge.runtimes.cameras.camera_options import (
+    _SECRET_KEYS,
     CSI_DEFAULTS,
     DEFAULTS,
     OPTIONS,
-    _SECRET_KEYS,
     _has_backend,
     _import_cv2,
-    _secret,
     csi_pipeline,
     video_devices,
 )
 from factoryedge.runtimes.cameras.frames import Frame, LatestFrame
 from factoryedge.runtimes.cameras.readers import _END, _FolderReader, _Lost, _VideoReader
-from factoryedge.runtimes.sources.base import parse_options, split_uri
+from factoryedge.runtimes.contracts import UriPlugin
+from factoryedge.runtimes.options import parse_options, read_secret, split_uri
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 _RETRY_S = 0.005  # between failed reads of a live camera, so a dead one does not spin a core
 
 
-class CameraSource:
+class CameraSource(UriPlugin):
     """Frames from one camera URI; see the module docstring for schemes and options.
 
     ``stats`` counts ``frames`` delivered, ``skipped`` (dropped by pacing or replaced unseen in
@@ -130,8 +131,8 @@ class CameraSource:
 
     def _rtsp_target(self) -> str:
         """The URL handed to FFmpeg, with the credentials from the options; never logged."""
-        user = _secret(self._opts, "user name", ("username", "username_env", "username_file"))
-        password = _secret(self._opts, "password", ("password_env", "password_file"))
+        user = read_secret(self._opts, "user name", ("username", "username_env", "username_file"))
+        password = read_secret(self._opts, "password", ("password_env", "password_file"))
         if password is not None and user is None:
             raise ConfigError("an rtsp password is given without a user name; add username=NAME (or username_env/_file)")
         netloc, _, path = self.location.partition("/")

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factoryedge.errors import ConfigError
-from factoryedge.runtimes.inspection.triggers import parse_trigger_uri
-
-CAMERA_SCHEMES = ("csi", "v4l2", "rtsp", "file", "dir")
+from factoryedge.runtimes import registry
 
 
 class ArchiveConfig(BaseModel):
@@ -56,20 +53,13 @@ class InspectionConfig(BaseModel):
 
     @field_validator("camera")
     @classmethod
-    def _camera_uri(cls, v: str) -> str:
-        scheme = urlsplit(v).scheme.lower()
-        if scheme not in CAMERA_SCHEMES:
-            raise ValueError(f"{v!r} is not a camera URI; use one of {', '.join(s + '://' for s in CAMERA_SCHEMES)}")
-        return v
+    def _camera_scheme(cls, v: str) -> str:
+        return _known_scheme("camera", v)
 
     @field_validator("trigger")
     @classmethod
-    def _trigger_uri(cls, v: str) -> str:
-        try:
-            parse_trigger_uri(v)
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-        return v
+    def _trigger_scheme(cls, v: str) -> str:
+        return _known_scheme("trigger", v)
 
     @model_validator(mode="after")
     def _times(self) -> InspectionConfig:
@@ -80,14 +70,34 @@ class InspectionConfig(BaseModel):
             raise ValueError(f"publish_margin_ms={self.publish_margin_ms:g} must be below deadline_ms={self.deadline_ms:g}")
         return self
 
+    def check_plugins(self, where: str = "inspection") -> None:
+        """Validate the camera's and the trigger's options without opening either."""
+        registry.check("camera", self.camera, self.camera_options, at=f"{where}.camera",
+                       options_at=f"{where}.camera_options")
+        registry.check("trigger", self.trigger, at=f"{where}.trigger")
+
     @classmethod
     def parse(cls, data: Any, where: str = "inspection") -> InspectionConfig:
-        """Validate a mapping (e.g. the YAML section); ConfigError '<where>: <key.path>: <reason> (got ...)'."""
+        """Validate a mapping (e.g. the YAML section), plugin options included.
+
+        ConfigError '<where>: <key.path>: <reason> (got ...)' or '<where>.<key.path>: <reason>'.
+        """
         try:
-            return cls.model_validate(data)
+            config = cls.model_validate(data)
         except ValidationError as e:
             err = e.errors()[0]
             path = ".".join(str(p) for p in err["loc"]) or "(section)"
             msg = err["msg"].removeprefix("Value error, ")
             got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
             raise ConfigError(f"{where}: {path}: {msg}{got}") from None
+        config.check_plugins(where)
+        return config
+
+
+def _known_scheme(kind: str, uri: str) -> str:
+    """The URI if its scheme is a known plugin of ``kind``; options are checked by ``check_plugins``."""
+    try:
+        registry.resolve(kind, uri)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return uri

@@ -16,7 +16,8 @@ the answering one, which then may show the next part), ``model_error`` (anything
 model raised). Rejected parts with a frame go to the reject archive after publishing.
 
 ``run()`` returns when the trigger source ends or ``stop()`` is called (any thread, signal
-handlers included), then closes camera, archive and (by default) the sink.
+handlers included), then closes camera and archive. The sink belongs to whoever opened it
+(the station): the sorter publishes on it and never closes it.
 """
 from __future__ import annotations
 
@@ -36,18 +37,13 @@ from factoryedge.errors import DataError, FactoryEdgeError, SourceError
 from factoryedge.runtimes.cameras.frames import Frame, FrameTimeout, LatestFrame, StreamEnded
 from factoryedge.runtimes.inspection.archive import RejectArchive
 from factoryedge.runtimes.inspection.config import InspectionConfig
-from factoryedge.runtimes.inspection.decision import (
-    decision_payload,
-    decision_topic,
-    trigger_error_payload,
-    trigger_error_topic,
-)
-from factoryedge.runtimes.inspection.triggers import Trigger, TriggerSource, open_trigger
+from factoryedge.runtimes.inspection.triggers import Trigger, TriggerSource
+from factoryedge.runtimes.messages import decision_payload, trigger_error_payload
 
 log = logging.getLogger(__name__)
 
 
-class ImageScorer(Protocol):
+class PartModel(Protocol):
     """What the sorter needs from a model (``image_model.ImageModel`` is one)."""
 
     name: str
@@ -70,27 +66,29 @@ class _Part:
 class Sorter:
     """Runs the sorting loop for one camera; see the module doc.
 
-    ``sink`` is an ``MqttSink`` (or anything with ``publish_event``, ``topics``, ``identity``
-    and ``close``). ``camera`` defaults to opening ``config.camera``; ``trigger`` to
-    ``open_trigger(config.trigger, sink)``; ``archive`` to one under ``config.archive.dir``.
+    ``sink`` is an ``MqttSink`` (or anything with ``publish_event``, ``topics`` and ``identity``).
+    ``camera`` defaults to opening ``config.camera``; ``trigger`` to the registry's trigger
+    for ``config.trigger`` on this sink; ``archive`` to one under ``config.archive.dir``.
     """
 
-    def __init__(self, config: InspectionConfig, model: ImageScorer, sink: Any, *, camera: Any = None,
-                 trigger: TriggerSource | None = None, archive: RejectArchive | None = None,
-                 close_sink: bool = True) -> None:
+    def __init__(self, config: InspectionConfig, model: PartModel, sink: Any, *, camera: Any = None,
+                 trigger: TriggerSource | None = None, archive: RejectArchive | None = None) -> None:
         self.config = config
         self.model = model
         self.sink = sink
         self.identity = sink.identity
-        self.topic = decision_topic(sink.topics)
-        self.error_topic = trigger_error_topic(sink.topics)
-        self.trigger = trigger if trigger is not None else open_trigger(config.trigger, sink)
+        self.topic = sink.topics.decision
+        self.error_topic = sink.topics.trigger_error
+        if trigger is None:
+            from factoryedge.runtimes.registry import open_trigger
+
+            trigger = open_trigger(config.trigger, sink)
+        self.trigger = trigger
         self.trigger.on_error = self._on_trigger_error
         a = config.archive
         self.archive = archive if archive is not None else (
             RejectArchive(a.dir, a.max_items, int(a.max_mb * 2**20), a.heatmap, a.queue) if a.dir else None)
         self.camera = camera
-        self.close_sink = close_sink
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()  # counters
         self._latest: LatestFrame | None = None
@@ -144,7 +142,7 @@ class Sorter:
         self.trigger.close()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Decide what is pending (fail-safe at its deadline), stop threads, close camera, archive, sink."""
+        """Decide what is pending (fail-safe at its deadline), stop threads, close camera and archive."""
         if self._closed:
             return
         self._closed = True
@@ -164,8 +162,6 @@ class Sorter:
         c = self.stats()
         log.info("sorter stopped: %d triggers, %d pass, %d reject %s, %d late results", c["triggers"], c["pass"],
                  c["reject"], {k[7:]: v for k, v in c.items() if k.startswith("reason_")}, c["late"])
-        if self.close_sink:
-            self.sink.close(timeout=timeout)
 
     @property
     def frames(self) -> LatestFrame | None:

@@ -1,10 +1,13 @@
-"""An inspection station from a device profile: camera, image bundle, sorter, MQTT, health.
+"""The inspection program: one camera, one image bundle, a sorter, decisions over MQTT.
 
-    camera --> frame at the trigger --> ImageModel (TensorRT / ONNX Runtime) --> Sorter --> MQTT decision
+    camera + trigger --> frame at the trigger --> ImageModel (TensorRT / ONNX Runtime) --> Sorter --> sink
 
-What ``factoryedge run`` starts for a profile with ``kind: inspection``. Besides the sorter's
-decisions it publishes a health report every ``mqtt.health_interval_s`` with the sorter's and
-the camera's counters, so a plant system sees a station that stopped seeing parts.
+What ``factoryedge run`` starts for a profile with ``kind: inspection``; the twin of
+``monitoring.program.ConditionMonitor`` on the same shell (``app.DeviceProgram``). The
+station opens and owns the model, the sink, the camera and the trigger; the sorter only
+sorts. Besides the decisions it publishes a health report every ``mqtt.health_interval_s``
+with the sorter's and the camera's counters, so a plant system sees a station that stopped
+seeing parts.
 
 A lost stream is the camera's own business (it reconnects; parts meanwhile get fail-safe
 ``camera_lost`` decisions). But if the camera's reader itself fails (an exception, not a lost
@@ -15,85 +18,50 @@ stream), nothing in this process would bring it back: the station then stops wit
 from __future__ import annotations
 
 import logging
-import threading
-import time
+from typing import Any
 
+from factoryedge.runtimes.app import DeviceProgram
 from factoryedge.runtimes.inspection.image_model import ImageModel
 from factoryedge.runtimes.inspection.sorter import Sorter
-from factoryedge.runtimes.profile import InspectionProfile
-from factoryedge.runtimes.registry import open_sink
-from factoryedge.runtimes.sinks import payloads as pl
+from factoryedge.runtimes.registry import open_camera, open_trigger
 
 log = logging.getLogger(__name__)
 
 
-class InspectionStation:
-    """Owns the model, the sink and the sorter for one camera; ``run()`` blocks until ``stop()``."""
+class InspectionStation(DeviceProgram):
+    """Sorts the parts one camera sees; ``run()`` blocks until ``stop()`` or the trigger source ends.
 
-    def __init__(self, profile: InspectionProfile, sink=None, camera=None, trigger=None) -> None:
-        self.profile = profile
-        i = profile.identity
-        self.identity = pl.Identity(site=i.site, line=i.line, machine=i.machine, device_id=i.device_id)
-        self.model = ImageModel.load(profile.model.bundle, profile.model.backend)
-        try:
-            self.sink = sink or open_sink(
-                profile.mqtt.uri, site=i.site, line=i.line, machine=i.machine, device_id=i.device_id,
-                outbox=str(profile.mqtt.outbox), **profile.mqtt.options,
-            )
-        except BaseException:
-            self.model.close()
-            raise
-        self.sorter = Sorter(profile.inspection, self.model, self.sink, camera=camera, trigger=trigger)
-        self._stop = threading.Event()
-        self._started = time.time()
-        self.failed: str | None = None
+    ``sink``, ``camera`` and ``trigger`` default to opening the profile's; tests pass their own.
+    """
+
+    name = "inspection station"
+
+    def __init__(self, profile: Any, sink: Any = None, camera: Any = None, trigger: Any = None) -> None:
+        super().__init__(profile)
+        cfg = profile.inspection
+        with self.closing_on_error():
+            self.model = self.own(ImageModel.load(profile.model.bundle, profile.model.backend))
+            self.open_sink(sink)
+            self.camera = self.own(camera or open_camera(cfg.camera, **cfg.camera_options))
+            self.trigger = self.own(trigger or open_trigger(cfg.trigger, self.sink))
+            self.sorter = Sorter(cfg, self.model, self.sink, camera=self.camera, trigger=self.trigger)
         log.info("inspection station: model %s %s (threshold %.4g), camera %s, trigger %s, deadline %g ms, "
                  "fail-safe %s", self.model.name, self.model.version, self.model.threshold,
-                 profile.inspection.camera, profile.inspection.trigger, profile.inspection.deadline_ms,
-                 profile.inspection.fail_safe)
+                 cfg.camera, cfg.trigger, cfg.deadline_ms, cfg.fail_safe)
 
-    def run(self) -> None:
-        reporter = threading.Thread(target=self._health_loop, name="factoryedge-health", daemon=True)
-        reporter.start()
-        try:
-            self.sorter.run()  # closes camera, archive and sink on the way out
-        finally:
-            self._stop.set()
-            reporter.join(5)
-            self.model.close()
-            log.info("inspection stopped: %s", self.sorter.stats())
+    def serve(self) -> None:
+        self.sorter.run()  # closes the camera's frame reader and the archive on the way out
+        log.info("inspection stopped: %s", self.sorter.stats())
 
     def stop(self) -> None:
-        self._stop.set()
+        super().stop()
         self.sorter.stop()
 
-    def health(self) -> pl.HealthPayload:
-        stats = self.sink.stats()
-        camera = getattr(self.sorter, "camera", None)
-        extra = {"sorter": self.sorter.stats(), "camera": dict(getattr(camera, "stats", {}) or {})}
-        return pl.health_payload(self.identity, uptime_s=time.time() - self._started,
-                                 outbox_depth=stats.outbox_depth, mqtt_reconnects=stats.reconnects, extra=extra)
+    def health_fields(self) -> dict[str, Any]:
+        return {"extra": {"sorter": self.sorter.stats(), "camera": dict(getattr(self.camera, "stats", {}) or {})}}
 
-    def _health_loop(self) -> None:
-        interval = self.profile.mqtt.health_interval_s
-        next_report = time.monotonic() + interval
-        while not self._stop.wait(min(1.0, interval)):
-            if self._camera_failed():
-                return
-            if time.monotonic() < next_report:
-                continue
-            next_report += interval
-            try:
-                self.sink.publish_telemetry(self.sink.topics.health, self.health())
-            except Exception:  # noqa: BLE001 - health reporting must never stop the sorting
-                log.exception("health report failed")
-
-    def _camera_failed(self) -> bool:
+    def watch(self) -> None:
         latest = self.sorter.frames
         error = latest.failure if latest is not None else None
-        if error is None:
-            return False
-        self.failed = f"camera reader failed: {type(error).__name__}: {error}"
-        log.error("%s; stopping so the service manager restarts the station", self.failed)
-        self.stop()
-        return True
+        if error is not None and self.failed is None:
+            self.fail(f"camera reader failed: {type(error).__name__}: {error}")

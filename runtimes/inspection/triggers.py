@@ -28,17 +28,15 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit
 
 from factoryedge.errors import ConfigError, SourceError, missing_dependency
-from factoryedge.runtimes.sources.base import as_float, as_int, parse_options, split_uri
+from factoryedge.runtimes.contracts import UriPlugin
+from factoryedge.runtimes.messages.inspection import MAX_PART_ID, check_part_id, parse_trigger
+from factoryedge.runtimes.options import as_float, as_int, parse_options, split_uri
 
 log = logging.getLogger(__name__)
 
-MAX_PART_ID = 128
-SCHEMES = ("mqtt", "serial", "periodic")
 ErrorCallback = Callable[[str, bytes], None]
-_EXAMPLES = "mqtt, serial:///dev/ttyUSB1?baud=115200, periodic://?period_ms=200"
 _SERIAL_OPTIONS = {"baud": as_int(50, 20_000_000, 115200), "timeout": as_float(0.0, 0.05),
                    "reconnect_s": as_float(0.0, 1.0)}
 _PERIODIC_OPTIONS = {"period_ms": as_float(0.0, 200.0), "prefix": lambda k, v: check_part_id(str(v) + "0")[:-1],
@@ -56,38 +54,7 @@ class Trigger:
     t_plc: float | None = None
 
 
-def check_part_id(value: Any) -> str:
-    """A part id as given, or ConfigError: 1-128 printable characters, no leading/trailing space."""
-    if not isinstance(value, str) or not value or len(value) > MAX_PART_ID or not value.isprintable() \
-            or value != value.strip():
-        raise ConfigError(f"part id {str(value)[:80]!r} is not valid; use 1-{MAX_PART_ID} printable characters "
-                          "without leading or trailing spaces, e.g. \"A-000123\"")
-    return value
-
-
-def parse_trigger(data: bytes) -> tuple[str, float | None]:
-    """(part id, PLC time or None) from ``{"part_id": "...", "t": 1712...}`` or a plain-text id."""
-    try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise ConfigError(f"trigger {data[:80]!r} is not UTF-8; send a plain part id or "
-                          '{"part_id": "A-000123"}') from None
-    if text.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except ValueError as e:
-            raise ConfigError(f"trigger {text[:80]!r} is not valid JSON ({e}); e.g. {{\"part_id\": \"A-000123\"}}") from None
-        unknown = sorted(set(obj) - {"part_id", "t"})
-        if unknown:
-            raise ConfigError(f"trigger has unknown fields {unknown}; valid: part_id, t (epoch seconds)")
-        t = obj.get("t")
-        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
-            raise ConfigError(f"trigger field t={t!r} must be epoch seconds (a number)")
-        return check_part_id(obj.get("part_id")), (float(t) if t is not None else None)
-    return check_part_id(text), None
-
-
-class TriggerSource:
+class TriggerSource(UriPlugin):
     """Base: a queue filled by a producer (thread or network callback), drained by ``iter()``."""
 
     name = "trigger"
@@ -152,6 +119,20 @@ class MqttTrigger(TriggerSource):
 
     name = "mqtt trigger"
 
+    @classmethod
+    def from_uri(cls, uri: str, sink: Any = None) -> MqttTrigger:
+        """``mqtt``: the runtime's own connection; ``sink`` is that connection's MqttSink."""
+        cls.validate(uri)
+        if sink is None:
+            raise ConfigError("trigger 'mqtt' listens on the runtime's MQTT connection, but none was given")
+        return cls(sink)
+
+    @classmethod
+    def validate(cls, uri: str, **options: Any) -> None:
+        if str(uri).strip().lower() != "mqtt" or options:
+            raise ConfigError(f"trigger {uri!r}: write just 'mqtt'; it uses the runtime's MQTT connection and "
+                              "topic <machine>/trigger")
+
     def __init__(self, sink: Any, topic: str | None = None) -> None:
         super().__init__()
         self.sink = sink
@@ -202,6 +183,15 @@ class SerialTrigger(TriggerSource):
     """
 
     name = "serial trigger"
+    OPTIONS = _SERIAL_OPTIONS
+
+    @classmethod
+    def from_uri(cls, uri: str, sink: Any = None, **options: Any) -> SerialTrigger:
+        """``serial:///dev/ttyUSB1?baud=115200``; keyword options override the URI's."""
+        port, given = split_uri(str(uri).strip(), "serial")
+        if not port:
+            raise ConfigError(f"trigger {uri!r} names no port; e.g. serial:///dev/ttyUSB1?baud=115200")
+        return cls(port, **parse_options(f"trigger {uri!r}", {**given, **options}, cls.OPTIONS))
 
     def __init__(self, port: str, baud: int = 115200, timeout: float = 0.05, reconnect_s: float = 1.0) -> None:
         super().__init__()
@@ -304,6 +294,15 @@ class PeriodicTrigger(TriggerSource):
     """
 
     name = "periodic trigger"
+    OPTIONS = _PERIODIC_OPTIONS
+
+    @classmethod
+    def from_uri(cls, uri: str, sink: Any = None, **options: Any) -> PeriodicTrigger:
+        """``periodic://?period_ms=200&count=N&prefix=p``; keyword options override the URI's."""
+        where, given = split_uri(str(uri).strip(), "periodic")
+        if where:
+            raise ConfigError(f"trigger {uri!r}: periodic takes only options, e.g. periodic://?period_ms=200")
+        return cls(**parse_options(f"trigger {uri!r}", {**given, **options}, cls.OPTIONS))
 
     def __init__(self, period_ms: float = 200.0, prefix: str = "p", count: int | None = None, start: int = 0) -> None:
         super().__init__()
@@ -330,37 +329,3 @@ class PeriodicTrigger(TriggerSource):
             self.counts["missed_ticks"] += behind
             k += 1 + behind
         self._queue.put(None)  # count reached: end the iteration
-
-
-def open_trigger(uri: str, sink: Any = None) -> TriggerSource:
-    """A trigger source for ``uri`` (see the module doc); ``mqtt`` needs the runtime's MqttSink."""
-    kind, where, options = parse_trigger_uri(uri)
-    if kind == "mqtt":
-        if sink is None:
-            raise ConfigError("trigger 'mqtt' listens on the runtime's MQTT connection, but none was given")
-        return MqttTrigger(sink, **options)
-    if kind == "serial":
-        return SerialTrigger(where, **options)
-    return PeriodicTrigger(**options)
-
-
-def parse_trigger_uri(uri: str) -> tuple[str, str, dict[str, Any]]:
-    """(kind, location, checked options) of a trigger URI; ConfigError names what is valid."""
-    text = (uri or "").strip()
-    scheme = urlsplit(text).scheme.lower() if "://" in text else text.lower()
-    if scheme == "mqtt":
-        if text.lower() != "mqtt":
-            raise ConfigError(f"trigger {uri!r}: write just 'mqtt'; it uses the runtime's MQTT connection and "
-                              "topic <machine>/trigger")
-        return "mqtt", "", {}
-    if scheme == "serial":
-        port, given = split_uri(text, "serial")
-        if not port:
-            raise ConfigError(f"trigger {uri!r} names no port; e.g. serial:///dev/ttyUSB1?baud=115200")
-        return "serial", port, parse_options(f"trigger {uri!r}", given, _SERIAL_OPTIONS)
-    if scheme == "periodic":
-        where, given = split_uri(text, "periodic")
-        if where:
-            raise ConfigError(f"trigger {uri!r}: periodic takes only options, e.g. periodic://?period_ms=200")
-        return "periodic", "", parse_options(f"trigger {uri!r}", given, _PERIODIC_OPTIONS)
-    raise ConfigError(f"trigger {uri!r} is not known; use one of: {_EXAMPLES}")

@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 from factoryedge.errors import ConfigError, FactoryEdgeError
 
-from . import payloads as pl
+from factoryedge.runtimes import messages as msg
 
 log = logging.getLogger(__name__)
 
-CommandCallback = Callable[[pl.Command], "pl.CommandReply | dict | None"]
+CommandCallback = Callable[[msg.Command], "msg.CommandReply | dict | None"]
 # publish(topic, body, correlation_data or None)
 Publish = Callable[[str, bytes, "bytes | None"], None]
 _RECENT_REQUESTS = 256
@@ -31,7 +31,7 @@ _RECENT_REQUESTS = 256
 class CommandDispatcher:
     """Queue of received command messages, worked off by one thread calling ``callback``."""
 
-    def __init__(self, identity: pl.Identity, topics: pl.Topics, callback: CommandCallback, publish: Publish):
+    def __init__(self, identity: msg.Identity, topics: msg.Topics, callback: CommandCallback, publish: Publish):
         self.identity = identity
         self.topics = topics
         self.callback = callback
@@ -67,14 +67,14 @@ class CommandDispatcher:
         rid, name = None, None
         try:
             try:
-                rid = pl.request_id_of(json.loads(payload))
+                rid = msg.request_id_of(json.loads(payload))
             except ValueError:
                 pass  # parse_command below explains what is wrong with the payload
-            command = pl.parse_command(payload)
+            command = msg.parse_command(payload)
             name = command.command
         except ConfigError as e:
             log.warning("mqtt command rejected request_id=%s: %s", rid, e)
-            reply = pl.CommandReply(status="rejected", message=str(e))
+            reply = msg.CommandReply(status="rejected", message=str(e))
         else:
             if rid is not None and rid in self._answers:
                 log.info("mqtt command repeated request_id=%s; answering again", rid)
@@ -82,7 +82,7 @@ class CommandDispatcher:
                 return
             log.info("mqtt command received command=%s request_id=%s args=%s", name, rid, command.args)
             reply = self._run(command)
-        body = pl.command_response(self.identity, request_id=rid, command=name, status=reply.status,
+        body = msg.command_response(self.identity, request_id=rid, command=name, status=reply.status,
                                    message=reply.message, result=reply.result).to_bytes()
         if rid is not None and reply.status != "rejected":
             self._answers[rid] = body
@@ -90,19 +90,19 @@ class CommandDispatcher:
                 self._answers.popitem(last=False)
         self._publish(topic, body, correlation)
 
-    def _run(self, command: pl.Command) -> pl.CommandReply:
+    def _run(self, command: msg.Command) -> msg.CommandReply:
         try:
             out = self.callback(command)
         except (FactoryEdgeError, ValueError) as e:
-            return pl.CommandReply(status="error", message=str(e))
+            return msg.CommandReply(status="error", message=str(e))
         except Exception as e:  # noqa: BLE001 - reported to the requester and logged with traceback
             log.exception("mqtt command handler failed command=%s", command.command)
-            return pl.CommandReply(status="error", message=f"internal error: {e.__class__.__name__}: {e}")
+            return msg.CommandReply(status="error", message=f"internal error: {e.__class__.__name__}: {e}")
         if out is None:
-            return pl.CommandReply(status="ok")
+            return msg.CommandReply(status="ok")
         if isinstance(out, dict):
-            return pl.CommandReply(status="ok", result=out)
-        if isinstance(out, pl.CommandReply):
+            return msg.CommandReply(status="ok", result=out)
+        if isinstance(out, msg.CommandReply):
             return out
         log.error("mqtt command handler returned %r; expected None, a dict or a CommandReply", out)
-        return pl.CommandReply(status="error", message=f"handler returned a {type(out).__name__}")
+        return msg.CommandReply(status="error", message=f"handler returned a {type(out).__name__}")

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from factoryedge.errors import ConfigError, SinkError, missing_dependency
 
-from . import payloads as pl
+from factoryedge.runtimes import messages as msg
 from .commands import CommandCallback, CommandDispatcher
 from .mqtt_config import MqttConfig, parse_mqtt_uri
 from .outbox import Outbox
@@ -67,11 +67,11 @@ def _import_paho():
 class MqttSink:
     """Publishes one machine's events, telemetry and status to a broker; see the module doc."""
 
-    def __init__(self, config: MqttConfig, identity: pl.Identity, outbox: Outbox | str | Path):
+    def __init__(self, config: MqttConfig, identity: msg.Identity, outbox: Outbox | str | Path):
         mqtt = _import_paho()
         self.config = config
         self.identity = identity
-        self.topics = pl.Topics.for_identity(identity, config.topic_root)
+        self.topics = msg.Topics.for_identity(identity, config.topic_root)
         self._owns_outbox = not isinstance(outbox, Outbox)
         self.outbox = Outbox(outbox) if self._owns_outbox else outbox
         self._events: queue.SimpleQueue[tuple] = queue.SimpleQueue()
@@ -97,9 +97,13 @@ class MqttSink:
                  config.port, config.tls, config.client_id, self.topics.base, self.outbox.path)
 
     @classmethod
-    def from_uri(cls, uri: str, **options: Any) -> MqttSink:
-        """Open a sink from ``mqtt://`` / ``mqtts://`` (options: ``mqtt_config.OPTIONS``)."""
-        settings = parse_mqtt_uri(uri, **options)
+    def from_uri(cls, uri: str, identity: msg.Identity | None = None, **options: Any) -> MqttSink:
+        """Open a sink from ``mqtt://`` / ``mqtts://`` (options: ``mqtt_config.OPTIONS``).
+
+        ``identity`` is the device's, converted once by the device program; without it the
+        URI's site/line/machine/device_id options give it.
+        """
+        settings = parse_mqtt_uri(uri, identity=identity, **options)
         _import_paho()  # before the outbox file is created
         outbox = Outbox(settings.outbox, max_pending=settings.max_pending)
         try:
@@ -109,6 +113,11 @@ class MqttSink:
             raise
         sink._owns_outbox = True
         return sink
+
+    @classmethod
+    def validate(cls, uri: str, identity: msg.Identity | None = None, **options: Any) -> None:
+        """Check the URI and every option without connecting, creating the outbox or reading secrets."""
+        parse_mqtt_uri(uri, identity=identity, resolve_secrets=False, **options)
 
     def _make_client(self, mqtt):
         cfg = self.config
@@ -128,7 +137,7 @@ class MqttSink:
             if cfg.tls_insecure:
                 log.warning("mqtt TLS host name checking is off (tls_insecure=true); use only on a lab network")
                 client.tls_insecure_set(True)
-        will = pl.status_payload(self.identity, "offline", "connection_lost", cfg.client_id).to_bytes()
+        will = msg.status_payload(self.identity, "offline", "connection_lost", cfg.client_id).to_bytes()
         client.will_set(self.topics.status, will, qos=1, retain=True)
         client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)
         client.max_inflight_messages_set(cfg.max_inflight)
@@ -155,7 +164,7 @@ class MqttSink:
         self._events.put(("wake",))
         return row
 
-    def publish_anomaly(self, payload: pl.AnomalyPayload) -> int:
+    def publish_anomaly(self, payload: msg.AnomalyPayload) -> int:
         """``publish_event`` on this machine's ``event/anomaly`` topic."""
         return self.publish_event(self.topics.anomaly, payload)
 
@@ -279,7 +288,7 @@ class MqttSink:
             return
         self._count("connects")
         _no_delay(client)
-        online = pl.status_payload(self.identity, "online", "connected", self.config.client_id).to_bytes()
+        online = msg.status_payload(self.identity, "online", "connected", self.config.client_id).to_bytes()
         client.publish(self.topics.status, online, qos=1, retain=True)
         if self._dispatcher is not None:
             client.subscribe(self.topics.command, qos=1)
@@ -320,7 +329,7 @@ class MqttSink:
         """Call ``callback(command)`` for each command on this machine's command topic.
 
         It runs on a worker thread, one command at a time; it returns None or a dict
-        (status "ok", the dict as result) or a ``payloads.CommandReply`` (e.g. "accepted"
+        (status "ok", the dict as result) or a ``messages.CommandReply`` (e.g. "accepted"
         for work that continues in the background); an exception answers "error". See
         ``commands`` for duplicates and MQTT 5 response topics. Call once per sink.
         """
@@ -367,7 +376,7 @@ class MqttSink:
         reserve = min(2.0, timeout / 4)  # time kept back for the offline status
         flushed = self.flush(max(0.0, timeout - reserve))
         if self._connected:
-            offline = pl.status_payload(self.identity, "offline", "shutdown", self.config.client_id).to_bytes()
+            offline = msg.status_payload(self.identity, "offline", "shutdown", self.config.client_id).to_bytes()
             info = self._client.publish(self.topics.status, offline, qos=1, retain=True)
             try:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
@@ -428,6 +437,6 @@ def _encode(payload: Any) -> bytes:
             return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
         except (TypeError, ValueError) as e:
             raise ConfigError(f"cannot publish {payload!r} as JSON: {e}") from None
-    if isinstance(payload, pl._Payload):
+    if isinstance(payload, msg.Payload):
         return payload.to_bytes()
     raise ConfigError(f"cannot publish a {type(payload).__name__}; give bytes, str, a dict or a payload model")

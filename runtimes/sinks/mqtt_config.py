@@ -16,11 +16,12 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from factoryedge.errors import ConfigError
+from factoryedge.runtimes.options import OptionError, masked, query_options, read_secret
 
-from .payloads import Identity
+from factoryedge.runtimes.messages import Identity
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 PROTOCOLS = {"5": "5", "5.0": "5", "3.1.1": "3.1.1", "311": "3.1.1"}
@@ -68,8 +69,16 @@ class SinkSettings:
     max_pending: int | None
 
 
-def parse_mqtt_uri(uri: str, **options: Any) -> SinkSettings:
-    """Parse and check a sink URI plus keyword options; raises ConfigError naming the problem."""
+def parse_mqtt_uri(uri: str, *, identity: Identity | None = None, resolve_secrets: bool = True,
+                   **options: Any) -> SinkSettings:
+    """Parse and check a sink URI plus keyword options; raises ConfigError naming the problem.
+
+    ``identity`` is the device's identity, converted once by the device program; without it
+    the URI's ``site``/``line``/``machine``/``device_id`` options give it (tools, tests).
+    ``resolve_secrets=False`` checks every option without reading secret files, environment
+    variables or TLS files, as ``factoryedge run --check`` does on a machine that is not the
+    device; they are read, and missing ones reported, when the sink is opened.
+    """
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
@@ -86,29 +95,36 @@ def parse_mqtt_uri(uri: str, **options: Any) -> SinkSettings:
         raise ConfigError(f"{uri!r} has an invalid port; use a number from 1 to 65535") from None
     if parts.path not in ("", "/"):
         raise ConfigError(f"{uri!r}: an MQTT URI has no path ({parts.path!r}); put options after '?'")
-    opts = _query(uri, parts.query)
+    opts = query_options(uri, parts.query)
     opts.update({k: str(v) for k, v in options.items() if v is not None})
     unknown = sorted(set(opts) - set(OPTIONS))
     if "password" in unknown or "pass" in unknown:
-        raise ConfigError(f"a password option in {_masked(uri)!r} is not allowed; " + _CREDENTIALS_HELP)
+        raise ConfigError(f"a password option in {masked(uri)!r} is not allowed; " + _CREDENTIALS_HELP)
     if unknown:
-        raise ConfigError(f"unknown MQTT sink options {unknown}; valid: {', '.join(OPTIONS)}")
+        raise OptionError(f"unknown MQTT sink options {unknown}; valid: {', '.join(OPTIONS)}", unknown[0])
     tls = scheme == "mqtts"
     for name in ("ca", "cert", "key", "tls_insecure"):
         if name in opts and not tls:
-            raise ConfigError(f"option {name}={opts[name]!r} needs TLS; use mqtts://{parts.hostname}:8883")
+            raise OptionError(f"option {name}={opts[name]!r} needs TLS; use mqtts://{parts.hostname}:8883", name)
     for name in ("ca", "cert", "key"):
-        if name in opts and not Path(opts[name]).is_file():
-            raise ConfigError(f"{name}={opts[name]!r}: no such file; give the path of a PEM file")
+        if resolve_secrets and name in opts and not Path(opts[name]).is_file():
+            raise OptionError(f"{name}={opts[name]!r}: no such file; give the path of a PEM file", name)
     if "key" in opts and "cert" not in opts:
         raise ConfigError(f"key={opts['key']!r} given without cert=; a client key needs its certificate")
 
-    identity = _identity(opts)
+    if identity is None:
+        identity = _identity(opts)
+    else:
+        given = sorted({"site", "line", "machine", "device_id"} & set(opts))
+        if given:
+            raise OptionError(f"MQTT options {given} are set by the profile's identity section; remove them here",
+                              given[0])
     client_id = opts.get("client_id", f"factoryedge-{identity.device_id}")
     if not _CLIENT_ID.fullmatch(client_id):
         raise ConfigError(f"client_id={client_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ -")
-    username = _one_of(opts, "username", ("username", "username_env", "username_file"))
-    password = _one_of(opts, "password", ("password_env", "password_file"))
+    read = read_secret if resolve_secrets else _named_once
+    username = read(opts, "username", ("username", "username_env", "username_file"))
+    password = read(opts, "password", ("password_env", "password_file"))
     if password is not None and username is None:
         raise ConfigError("a password is given without a user name; add username=NAME (or username_env/_file)")
     max_pending = opts.get("max_pending", "100000")
@@ -141,19 +157,6 @@ def default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "factoryedge"
 
 
-def _query(uri: str, query: str) -> dict[str, str]:
-    opts: dict[str, str] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
-        if key in opts:
-            raise ConfigError(f"option {key!r} is given twice in {_masked(uri)!r}")
-        opts[key] = value
-    return opts
-
-
-def _masked(uri: str) -> str:
-    return re.sub(r"(password|pass)=[^&]*", r"\1=***", uri)
-
-
 def _identity(opts: dict[str, str]) -> Identity:
     missing = [k for k in ("site", "line", "machine") if not opts.get(k)]
     if missing:
@@ -163,33 +166,18 @@ def _identity(opts: dict[str, str]) -> Identity:
     return Identity(site=opts["site"], line=opts["line"], machine=opts["machine"], device_id=device_id)
 
 
-def _one_of(opts: dict[str, str], what: str, names: tuple[str, ...]) -> str | None:
+def _named_once(opts: dict[str, str], what: str, names: tuple[str, ...]) -> str | None:
+    """Like ``read_secret``, but only checks the secret is given one way; reads nothing."""
     given = [n for n in names if n in opts]
     if len(given) > 1:
-        raise ConfigError(f"give the {what} one way only, not {' and '.join(given)}")
-    if not given:
-        return None
-    name = given[0]
-    if name.endswith("_env"):
-        value = os.environ.get(opts[name])
-        if not value:
-            raise ConfigError(f"{name}={opts[name]!r}: that environment variable is not set or empty")
-        return value
-    if name.endswith("_file"):
-        try:
-            value = Path(opts[name]).read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{name}={opts[name]!r}: cannot read the {what} from it ({e.__class__.__name__})") from None
-        if not value:
-            raise ConfigError(f"{name}={opts[name]!r}: the file is empty")
-        return value
-    return opts[name]
+        raise OptionError(f"give the {what} one way only, not {' and '.join(given)}", given[1])
+    return f"<{given[0]}>" if given else None
 
 
 def _choice(opts: dict[str, str], name: str, default: str, valid: dict[str, Any], why: str) -> Any:
     value = opts.get(name, default).lower()
     if value not in valid:
-        raise ConfigError(f"{name}={opts[name]!r} is not valid; use one of {', '.join(valid)} {why}".rstrip())
+        raise OptionError(f"{name}={opts[name]!r} is not valid; use one of {', '.join(valid)} {why}".rstrip(), name)
     return valid[value]
 
 
@@ -201,6 +189,6 @@ def _number(opts: dict[str, str], name: str, default: float, lo: float, hi: floa
     except ValueError:
         value = None
     if value is None or not (lo <= value <= hi):
-        raise ConfigError(f"{name}={opts[name]!r} is not valid; use a{'n integer' if kind is int else ' number'} "
-                          f"from {lo} to {hi}")
+        raise OptionError(f"{name}={opts[name]!r} is not valid; use a{'n integer' if kind is int else ' number'} "
+                          f"from {lo} to {hi}", name)
     return value

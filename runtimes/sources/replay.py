@@ -12,13 +12,16 @@ from __future__ import annotations
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from factoryedge.errors import ConfigError, DataError
-from factoryedge.runtimes.sources.base import SampleBlock, as_bool, as_float, as_int, parse_options, split_uri
+from factoryedge.runtimes.contracts import UriPlugin
+from factoryedge.runtimes.options import as_bool, as_float, as_int, parse_options, split_uri
+from factoryedge.runtimes.sources.base import SampleBlock
 
 OPTIONS = {
     "speed": as_float(0.0, 1.0, allow_zero=True),
@@ -27,12 +30,15 @@ OPTIONS = {
 }
 
 
-class ReplaySource:
+class ReplaySource(UriPlugin):
     """Sample blocks of ``block`` samples from a recording; ``loop`` restarts it at the end.
 
     Each loop's first block has ``gap=True``: the recording's end does not continue into
     its start. ``seq`` is the index of the block's first sample in the recording.
     """
+
+    RATE_BEFORE_OPEN = False  # the recording says, once loaded
+    OPTIONS = OPTIONS
 
     def __init__(self, path: str | Path, *, speed: float = 1.0, block: int = 256, loop: bool = False) -> None:
         opts = parse_options(f"replay of {str(path)!r}", dict(speed=speed, block=block, loop=loop), OPTIONS)

@@ -15,26 +15,21 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from factoryedge.errors import ConfigError, SourceError, missing_dependency
-from factoryedge.runtimes.sources.base import (
-    SampleBlock,
-    as_bool,
-    as_choice,
-    as_float,
-    as_int,
-    as_scale,
-    parse_options,
-    split_uri,
-)
+from factoryedge.runtimes.contracts import UriPlugin
+from factoryedge.runtimes.options import as_bool, as_choice, as_float, as_int, as_scale, parse_options, split_uri
+from factoryedge.runtimes.sources.base import SampleBlock
 from factoryedge.runtimes.sources.wire import CsvLineDecoder, Fe1Decoder, Frame
 
 log = logging.getLogger(__name__)
 
 OPTIONS = {
+    "rate": as_float(0.0, 25600.0),
     "baud": as_int(50, 20_000_000, 921600),
     "format": as_choice("fe1", "csv"),
     "channels": as_int(1, 1024, 3),
@@ -77,20 +72,26 @@ def available_ports() -> str:
     return "ports present: " + ", ".join(f"{p} ({d})" if d else p for p, d in sorted(found.items()))
 
 
-class SerialSource:
+class SerialSource(UriPlugin):
     """Sample blocks from a serial sensor speaking fe1 frames or CSV lines.
 
-    ``scale`` converts raw values to physical units (e.g. g per LSB), one factor or one per
+    ``rate`` is the sensor's sample rate in Hz as configured in its firmware: neither fe1
+    frames nor CSV lines carry it, so the URI declares it (``rate=25600``) and the device
+    program refuses a bundle trained at another rate. ``scale`` converts raw values to physical units (e.g. g per LSB), one factor or one per
     channel. ``channels`` is checked against what the device sends (a mismatch raises
     ``SourceError``); None learns it from the first frame. ``wait`` keeps retrying a port
     that is absent at open instead of failing. ``timeout`` bounds each read, and so how
     quickly ``close()`` takes effect.
     """
 
+    RATE_BEFORE_OPEN = True
+    OPTIONS = OPTIONS
+
     def __init__(
         self,
         port: str,
         *,
+        rate: float | None = None,
         baud: int = 921600,
         format: str = "fe1",
         channels: int | None = None,
@@ -104,6 +105,8 @@ class SerialSource:
                      reconnect_min=reconnect_min, reconnect_max=reconnect_max)
         if channels is not None:
             given["channels"] = channels
+        if rate is not None:
+            given["rate"] = rate
         opts = parse_options(f"serial port {port!r}", given, OPTIONS)
         if not port.startswith("/"):
             raise ConfigError(
@@ -115,6 +118,7 @@ class SerialSource:
                 "the backoff doubles from min up to max"
             )
         self.port = port
+        self.sample_rate: float | None = opts.get("rate")
         self.baud: int = opts["baud"]
         self.format: str = opts["format"]
         self.channels: int | None = opts.get("channels")
@@ -159,7 +163,8 @@ class SerialSource:
     def _scale_for(self, channels: int) -> np.ndarray:
         given = self._scale_given
         if len(given) not in (1, channels):
-            raise ConfigError(f"scale has {len(given)} factors {given!r} but the sensor has {channels} channels; give 1 or {channels}")
+            raise ConfigError(f"scale has {len(given)} factors {given!r} but the sensor has {channels} channels; "
+                              f"give 1 or {channels}")
         return np.asarray(given if len(given) > 1 else given[0], dtype=np.float32)
 
     # -- opening and closing -------------------------------------------------------------

@@ -114,11 +114,11 @@ def _evaluate(bundle, recordings: dict, out: Path) -> None:
     from dataclasses import replace
 
     from factoryedge.evaluation.vibration import ScoredRecording, evaluate_vibration, format_report
-    from factoryedge.runtimes.offline import OfflineScorer
+    from factoryedge.runtimes.monitoring.recordings import RecordingScorer
 
     split = bundle.manifest.provenance.split
     held_from = split["train_fraction"] + split["calibration_fraction"]
-    scorer = OfflineScorer(bundle)
+    scorer = RecordingScorer(bundle)
     items = []
     for name, rec in recordings.items():
         if name == "normal":

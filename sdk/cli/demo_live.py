@@ -19,11 +19,11 @@ import yaml
 SCALE = 1 / 2048
 
 
-def _profile(out: Path, bundle_path: Path, broker) -> Path:
+def _profile(out: Path, bundle_path: Path, broker, rate: float) -> Path:
     path = out / "device.yaml"
     path.write_text(yaml.safe_dump({
         "identity": {"site": "demo-plant", "line": "line-1", "machine": "pump-7", "device_id": "edge-demo"},
-        "sensor": {"uri": f"serial://{(out / 'vib0').resolve()}?format=fe1&channels=1&scale={SCALE!r}"},
+        "sensor": {"uri": f"serial://{(out / 'vib0').resolve()}?rate={rate:g}&format=fe1&channels=1&scale={SCALE!r}"},
         "model": {"bundle": str(bundle_path.resolve())},
         "scoring": {"baseline": {"mode": "off"}},
         "mqtt": {"uri": broker.uri, "outbox": str((out / "outbox.sqlite").resolve()),
@@ -36,7 +36,7 @@ def _profile(out: Path, bundle_path: Path, broker) -> Path:
 def run_live(bundle, out: Path, machine_seconds: float, speed: float, step, broker_kind: str = "auto") -> None:
     from factoryedge.data.simulator import simulate_bearing
     from factoryedge.runtimes.local_broker import LocalBroker
-    from factoryedge.runtimes.monitor import ConditionMonitor
+    from factoryedge.runtimes.monitoring.program import ConditionMonitor
     from factoryedge.runtimes.profile import load_profile
     from factoryedge.runtimes.sensor_sim import PtyEndpoint, SensorStreamer
 
@@ -50,7 +50,7 @@ def run_live(bundle, out: Path, machine_seconds: float, speed: float, step, brok
     try:
         next(step)(f"MQTT broker: {broker.kind} on {broker.uri}; a plant subscriber listens in another process")
         ready.wait(10)
-        profile_path = _profile(out, bundle.path, broker)
+        profile_path = _profile(out, bundle.path, broker, bundle.manifest.preprocessing.sample_rate)
         monitor = ConditionMonitor(load_profile(profile_path))
         runner = threading.Thread(target=monitor.run, name="demo-device")
         runner.start()

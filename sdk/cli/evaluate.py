@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from factoryedge.data.datasets import resolve
     from factoryedge.data.fingerprint import recording_sha256
     from factoryedge.evaluation.vibration import ScoredRecording, evaluate_vibration, format_report
-    from factoryedge.runtimes.offline import OfflineScorer
+    from factoryedge.runtimes.monitoring.recordings import RecordingScorer, match_recording
 
     bundle = load_bundle(args.bundle)
     if bundle.kind == "image":
@@ -36,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     bundle.require_kind("vibration")
     m = bundle.manifest
     spec = m.preprocessing
-    from factoryedge.runtimes.offline import match_recording
     channels = tuple(c.strip() for c in args.channels.split(",")) if args.channels else None
     selection = resolve(args.data, sample_rate=args.sample_rate, channels=channels)
     trained_on = {d.sha256 for d in m.provenance.data}
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("evaluation needs normal recordings to measure false alarms; add normal=PATH")
     if not selection.faults:
         raise DataError("evaluation needs fault recordings; add LABEL=PATH with the fault class as LABEL")
-    scorer = OfflineScorer(bundle, hop=args.hop)
+    scorer = RecordingScorer(bundle, hop=args.hop)
     items = []
     for rec in normal + selection.faults:
         s = scorer.score(rec)
@@ -61,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"{rec.source} is shorter than one window ({spec.window} samples)")
         items.append(ScoredRecording(rec.source, rec.label, s.start_s, s.model, s.baseline))
     out = args.out or Path("evaluation") / m.name
+    at_device_hop = scorer.hop == spec.hop  # the debounce counts windows: replay it only as the device cuts them
     report = evaluate_vibration(
         items, m.score.threshold, m.baseline.threshold if m.baseline else None, out,
         title=f"{m.name} {m.version} ({m.model.architecture})",
+        rule=scorer.model.rule if at_device_hop else None, window_s=scorer.model.window_s,
     )
     print(format_report(report))
     print("written: " + ", ".join(report["files"].values()))

@@ -20,18 +20,32 @@ def run(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.profile)
     if not args.verbose:
-        configure(profile.logging.level, profile.logging.format)
+        # --check answers in one line on stdout (or one error on stderr); the device's INFO log is for running
+        configure("WARNING" if args.check else profile.logging.level, profile.logging.format)
     if profile.kind == "inspection":
         return _run_inspection(args, profile)
     if args.check:
-        from factoryedge.runtimes.monitor import load_model
+        return _check_monitoring(args, profile)
+    from factoryedge.runtimes.monitoring.program import ConditionMonitor
 
-        model = load_model(profile.model.bundle, profile.model.backend)
-        print(f"profile {args.profile} is valid; bundle {model.name} {model.version} verified")
-        return 0
-    from factoryedge.runtimes.monitor import ConditionMonitor
+    monitor = ConditionMonitor(profile)
+    _run_until_signal(monitor, "stopping and flushing the outbox")
+    return 1 if monitor.failed else 0
 
-    return _run_until_signal(ConditionMonitor(profile), "stopping and flushing the outbox")
+
+def _check_monitoring(args: argparse.Namespace, profile) -> int:
+    from factoryedge.runtimes.monitoring.program import check_source_rate
+    from factoryedge.runtimes.monitoring.vibration_model import VibrationModel
+    from factoryedge.runtimes.registry import resolve
+
+    with VibrationModel.load(profile.model.bundle, profile.model.backend) as model:
+        cls = resolve("source", profile.sensor.uri)
+        rate = "checked when the source opens"
+        if getattr(cls, "RATE_BEFORE_OPEN", False):  # the constructor opens nothing; the URI declares the rate
+            check_source_rate(cls.from_uri(profile.sensor.uri, **profile.sensor.options), profile.sensor.uri, model)
+            rate = f"{model.spec.sample_rate:g} Hz as the sensor declares"
+        print(f"profile {args.profile} is valid; bundle {model.name} {model.version} verified; sample rate {rate}")
+    return 0
 
 
 def _run_inspection(args: argparse.Namespace, profile) -> int:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from factoryedge.debounce import DebounceConfig, replay
 from factoryedge.evaluation.metrics import detection_report, roc_curves
+from factoryedge.scoring import ScoreRule
 from factoryedge.evaluation.plots import plot_scores, plot_timeline
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,31 @@ def _by_label(items: list[ScoredRecording], attr: str) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def false_alarms(items: list[ScoredRecording], rule: ScoreRule, window_s: float,
+                 config: DebounceConfig | None = None) -> dict:
+    """The device's debounce replayed on every normal recording: raises per hour of normal running.
+
+    Each recording starts from a fresh debounce, as a device does after a restart. Valid only
+    for windows cut at the bundle's hop, which is what the device scores.
+    """
+    config = config or DebounceConfig()
+    runs = [replay(it.model, it.start_s, window_s, rule, config) for it in items if it.label == "normal"]
+    hours = sum(r.hours for r in runs)
+    raised = sum(r.raised for r in runs)
+    return {"debounce": {"k": config.k, "n": config.n, "clear_windows": config.clear_windows,
+                         "hysteresis": config.hysteresis},
+            "normal_hours": hours, "raised": raised, "per_hour": raised / hours if hours > 0 else None}
+
+
 def evaluate_vibration(
-    items: list[ScoredRecording], model_threshold: float, baseline_threshold: float | None, out_dir: Path, title: str
+    items: list[ScoredRecording], model_threshold: float, baseline_threshold: float | None, out_dir: Path, title: str,
+    *, rule: ScoreRule | None = None, window_s: float | None = None, debounce: DebounceConfig | None = None,
 ) -> dict:
-    """Metrics (JSON) and pictures (PNG) for the model and, where present, the baseline."""
+    """Metrics (JSON) and pictures (PNG) for the model and, where present, the baseline.
+
+    With ``rule`` and ``window_s`` (windows at the bundle's hop), the report also gives the
+    model's false alarms per hour of normal running at the device's debounce.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     model_scores = _by_label(items, "model")
     report = {
@@ -41,6 +64,8 @@ def evaluate_vibration(
         "recordings": [{"source": it.source, "label": it.label, "windows": int(len(it.model))} for it in items],
         "model": detection_report(model_scores, model_threshold),
     }
+    if rule is not None and window_s is not None:
+        report["model"]["false_alarms"] = false_alarms(items, rule, window_s, debounce)
     plots = {"model_scores": plot_scores(model_scores, model_threshold, roc_curves(model_scores),
                                           out_dir / "model_scores.png", f"{title}: model")}
     if baseline_threshold is not None and all(it.baseline is not None for it in items):
@@ -66,6 +91,11 @@ def format_report(report: dict) -> str:
     if b:
         fa += f" | {'false alarms':>29}{b['false_alarm_rate']:>8.3f}"
     lines.append(fa)
+    alarms = m.get("false_alarms")
+    if alarms and alarms["normal_hours"]:
+        d = alarms["debounce"]
+        lines.append(f"{'':<14}{'':>8} | {alarms['raised']} alarm(s) raised in {alarms['normal_hours'] * 60:.1f} min of "
+                     f"normal running = {alarms['per_hour']:.2f}/h at the device's debounce ({d['k']} of {d['n']})")
     for label in [*sorted(m["per_class"]), "overall"]:
         r = m["overall"] if label == "overall" else m["per_class"][label]
         row = f"{label:<14}{r['n_windows']:>8} | {r['auroc']:>7.4f}{r['average_precision']:>7.3f}{r['f1']:>7.3f}{r['detection_rate']:>8.3f}"

@@ -5,7 +5,7 @@ from tests.cli.test_cli import assert_one_line_error, cli
 from tests.support.tiny_bundle import tiny_bundle
 
 
-def profile(tmp_path, bundle_path, sensor="serial:///dev/ttyFE_NOPE?format=fe1&channels=1", mqtt="mqtt://127.0.0.1:1"):
+def profile(tmp_path, bundle_path, sensor="serial:///dev/ttyFE_NOPE?rate=12000&format=fe1&channels=1", mqtt="mqtt://127.0.0.1:1"):
     p = tmp_path / "device.yaml"
     p.write_text(yaml.safe_dump({
         "identity": {"site": "s", "line": "l", "machine": "m", "device_id": "d"},

@@ -9,7 +9,7 @@ import pytest
 
 from factoryedge.runtimes.local_broker import LocalBroker
 from factoryedge.runtimes.sinks.mqtt import MqttSink
-from factoryedge.runtimes.sinks.payloads import anomaly_payload
+from factoryedge.runtimes.messages import anomaly_payload
 
 
 @pytest.mark.parametrize("kind", ["mosquitto", "amqtt"])

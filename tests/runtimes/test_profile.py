@@ -8,7 +8,7 @@ from factoryedge.runtimes.profile import load_profile
 GOOD = """
 identity: {site: plant1, line: l2, machine: pump-07, device_id: jetson-07}
 sensor:
-  uri: serial:///dev/factoryedge-vib0?baud=921600&format=fe1&channels=3
+  uri: serial:///dev/factoryedge-vib0?rate=25600&baud=921600&format=fe1&channels=3
 model:
   bundle: bundles/pump.febundle
 scoring:
@@ -17,7 +17,7 @@ scoring:
   baseline: {mode: auto, duration_s: 300, state: state/baseline.json}
 mqtt:
   uri: mqtt://broker.local:1883
-  options: {qos: 1, password_env: FE_MQTT_PASSWORD}
+  options: {qos: 1, username: jetson-07, password_env: FE_MQTT_PASSWORD}
   outbox: state/outbox.sqlite
 """
 
@@ -44,6 +44,9 @@ def test_good_profile_resolves_paths_relative_to_the_file(tmp_path):
         (lambda t: t.replace("  outbox: state/outbox.sqlite", "  outbx: x"), ["mqtt.outbx", "Extra inputs"]),
         (lambda t: t.replace("password_env: FE_MQTT_PASSWORD", "password: hunter2"), ["mqtt", "secret"]),
         (lambda t: t.replace("model:\n  bundle: bundles/pump.febundle\n", ""), ["model", "Field required"]),
+        (lambda t: t.replace("username: jetson-07, ", ""), ["mqtt.uri", "a password is given without a user name"]),
+        (lambda t: t.replace("qos: 1", "qos: 3"), ["mqtt.options.qos", "qos='3' is not valid"]),
+        (lambda t: t.replace("&baud=921600", "&baud=fast"), ["sensor.uri", "baud='fast' must be an integer"]),
     ],
 )
 def test_bad_profiles_name_file_key_and_reason(tmp_path, edit, fragments):

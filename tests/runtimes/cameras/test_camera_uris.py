@@ -18,7 +18,7 @@ HAS_GSTREAMER = opencv_source._has_backend(cv2, "GStreamer")
 
 
 def test_camera_schemes_are_registered_and_importable():
-    assert set(registry.CAMERAS) == {"csi", "v4l2", "rtsp", "file", "dir"}
+    assert set(registry.BUILTIN["camera"]) == {"csi", "v4l2", "rtsp", "file", "dir"}
     for scheme in registry.known("camera"):
         assert hasattr(registry.resolve("camera", f"{scheme}://x"), "from_uri"), scheme
 

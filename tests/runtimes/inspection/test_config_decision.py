@@ -8,7 +8,7 @@ import pytest
 
 from factoryedge.errors import ConfigError
 from factoryedge.runtimes.inspection.config import InspectionConfig
-from factoryedge.runtimes.inspection.decision import decision_payload, parse_decision, trigger_error_payload
+from factoryedge.runtimes.messages import decision_payload, parse_decision, trigger_error_payload
 from tests.runtimes.inspection.helpers import IDENTITY
 
 
@@ -19,8 +19,13 @@ def test_defaults_are_fail_safe():
 
 @pytest.mark.parametrize("data, says", [
     ({}, "inspection: camera: Field required"),
-    ({"camera": "usb://0"}, "inspection: camera: 'usb://0' is not a camera URI; use one of csi://"),
-    ({"camera": "csi://0", "trigger": "kafka://x"}, "inspection: trigger: trigger 'kafka://x' is not known"),
+    ({"camera": "usb://0"}, "inspection: camera: unknown camera scheme 'usb' in 'usb://0'; known: csi, dir, file"),
+    ({"camera": "csi://0", "trigger": "kafka://x"}, "inspection: trigger: unknown trigger scheme 'kafka'"),
+    ({"camera": "file://parts.mp4?fps=-1"}, "inspection.camera: unknown option 'fps' for file camera"),
+    ({"camera": "dir://shots?fps=-1"}, "inspection.camera: option fps='-1' must be a number > 0"),
+    ({"camera": "dir://shots", "camera_options": {"fps": 0}}, "inspection.camera_options.fps: option fps=0"),
+    ({"camera": "csi://0", "trigger": "periodic://?period_ms=0"},
+     "inspection.trigger: option period_ms='0' must be a number > 0"),
     ({"camera": "csi://0", "deadline_ms": -5}, "inspection: deadline_ms: Input should be greater than 0 (got -5)"),
     ({"camera": "csi://0", "fail_safe": "maybe"}, "fail_safe: Input should be 'reject' or 'pass' (got 'maybe')"),
     ({"camera": "csi://0", "deadline_ms": 50, "frame_max_wait_ms": 80}, "frame_max_wait_ms=80 must be below deadline_ms=50"),

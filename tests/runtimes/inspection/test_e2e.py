@@ -82,6 +82,7 @@ def test_every_trigger_gets_the_right_decision_over_mqtt(tmp_path, broker, subsc
         sorter.stop()
         runner.join(20)
         model.close()
+        sink.close()
     assert not runner.is_alive()
     parts = [json.loads(r.payload) for r in got]
     assert sorted(d["part_id"] for d in parts) == [f"part-{i:02d}" for i in range(PARTS)]

@@ -8,14 +8,9 @@ import time
 import pytest
 
 from factoryedge.errors import ConfigError
-from factoryedge.runtimes.inspection.triggers import (
-    MqttTrigger,
-    PeriodicTrigger,
-    SerialTrigger,
-    open_trigger,
-    parse_trigger,
-    parse_trigger_uri,
-)
+from factoryedge.runtimes.inspection.triggers import MqttTrigger, PeriodicTrigger, SerialTrigger
+from factoryedge.runtimes.messages import parse_trigger
+from factoryedge.runtimes.registry import check, open_trigger
 from factoryedge.runtimes.sinks.mqtt import MqttSink
 from tests.runtimes.sources.ptys import Pty
 from tests.support.broker import find_binary, wait_until
@@ -56,13 +51,14 @@ def test_malformed_trigger_payloads_say_what_is_valid(raw, says):
 
 
 @pytest.mark.parametrize("uri, says", [
-    ("kafka://x", "use one of: mqtt, serial:///dev/ttyUSB1"), ("mqtt://broker", "write just 'mqtt'"),
+    ("kafka://x", "unknown trigger scheme 'kafka' in 'kafka://x'; known: mqtt, periodic, serial"),
+    ("mqtt://broker", "write just 'mqtt'"),
     ("serial://", "names no port"), ("serial:///dev/ttyS0?baud=fast", "baud='fast' must be an integer"),
     ("periodic://?period_ms=0", "period_ms='0' must be a number > 0"), ("periodic://?rate=5", "valid: period_ms"),
 ])
 def test_bad_trigger_uris(uri, says):
     with pytest.raises(ConfigError) as e:
-        parse_trigger_uri(uri)
+        check("trigger", uri)
     assert says in str(e.value)
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 
 from factoryedge.runtimes.sinks.mqtt import MqttSink
-from factoryedge.runtimes.sinks.payloads import anomaly_payload
+from factoryedge.runtimes.messages import anomaly_payload
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from factoryedge.runtimes.sinks.payloads import Identity, Topics
+from factoryedge.runtimes.messages import Identity, Topics
 
 IDENTITY = Identity(site="plant1", line="press3", machine="m7", device_id="edge-test")
 TOPICS = Topics.for_identity(IDENTITY)

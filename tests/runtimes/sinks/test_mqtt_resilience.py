@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from factoryedge.runtimes.sinks import payloads as pl
+from factoryedge.runtimes import messages as msg
 from factoryedge.runtimes.sinks.mqtt import MqttSink
 from factoryedge.runtimes.sinks.outbox import Outbox
 from tests.support.broker import wait_until
@@ -63,7 +63,7 @@ def test_events_published_while_the_broker_is_down_all_arrive_after_it_returns(s
     try:
         def event(seq):
             now = time.time()
-            return pl.anomaly_payload(IDENTITY, severity="alarm", score=5.0, threshold=1.0, window_start=now - 1,
+            return msg.anomaly_payload(IDENTITY, severity="alarm", score=5.0, threshold=1.0, window_start=now - 1,
                                       window_end=now, model_name="test", model_version="1", details={"seq": seq})
 
         before = [event(i) for i in range(5)]

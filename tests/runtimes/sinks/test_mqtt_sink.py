@@ -11,7 +11,7 @@ import time
 import pytest
 
 from factoryedge.errors import ConfigError, SinkError
-from factoryedge.runtimes.sinks import payloads as pl
+from factoryedge.runtimes import messages as msg
 from factoryedge.runtimes.sinks.mqtt import MqttSink
 from factoryedge.runtimes.sinks.outbox import Outbox
 from tests.support.broker import Mosquitto, require_binary, wait_until
@@ -19,9 +19,9 @@ from tests.support.broker import Mosquitto, require_binary, wait_until
 from .conftest import IDENTITY, TOPICS
 
 
-def anomaly(seq: int) -> pl.AnomalyPayload:
+def anomaly(seq: int) -> msg.AnomalyPayload:
     now = time.time()
-    return pl.anomaly_payload(IDENTITY, severity="warning", score=1.5, threshold=1.0, window_start=now - 1,
+    return msg.anomaly_payload(IDENTITY, severity="warning", score=1.5, threshold=1.0, window_start=now - 1,
                               window_end=now, model_name="test", model_version="1", details={"seq": seq})
 
 
@@ -47,8 +47,8 @@ def test_events_arrive_at_a_separate_process_with_the_documented_schema(subscrib
     assert rows == sorted(rows)
     got = sub.wait_for(lambda m: len(m) >= 20, 10, "20 anomaly events")
     assert all(m.qos == 1 and not m.retain for m in got)
-    parsed = [pl.parse_payload(m.payload) for m in got]
-    assert all(isinstance(p, pl.AnomalyPayload) for p in parsed)
+    parsed = [msg.parse_payload(m.payload) for m in got]
+    assert all(isinstance(p, msg.AnomalyPayload) for p in parsed)
     assert [p.event_id for p in parsed] == [e.event_id for e in sent]  # in order, on one connection
     assert json.loads(got[0].payload)["schema"] == "factoryedge.anomaly/1"
     assert sink.flush(5)
@@ -76,10 +76,10 @@ def test_telemetry_is_qos0_and_not_persisted(subscribe, open_sink, broker):
     sub = subscribe([TOPICS.telemetry, TOPICS.health])
     sink = open_sink()
     assert sink.wait_connected(5)
-    t = pl.telemetry_payload(IDENTITY, [0.5, 0.7], threshold=1.0, period_start=0.0, period_end=10.0,
+    t = msg.telemetry_payload(IDENTITY, [0.5, 0.7], threshold=1.0, period_start=0.0, period_end=10.0,
                              model_name="test", model_version="1")
     assert sink.publish_telemetry(TOPICS.telemetry, t)
-    assert sink.publish_telemetry(TOPICS.health, pl.health_payload(IDENTITY, uptime_s=1.0))
+    assert sink.publish_telemetry(TOPICS.health, msg.health_payload(IDENTITY, uptime_s=1.0))
     got = sub.wait_for(lambda m: len(m) >= 2, 5, "telemetry and health")
     assert {m.topic for m in got} == {TOPICS.telemetry, TOPICS.health} and {m.qos for m in got} == {0}
     assert sink.outbox.depth() == 0 and sink.stats().events_put == 0
@@ -138,14 +138,14 @@ def _probe(broker: Mosquitto, sub, payload: str, *extra: str, timeout: float = 1
 
 
 def test_commands_are_run_and_answered(subscribe, open_sink, broker):
-    calls: list[pl.Command] = []
+    calls: list[msg.Command] = []
 
-    def on_command(cmd: pl.Command):
+    def on_command(cmd: msg.Command):
         calls.append(cmd)
         if cmd.command == "set_threshold":
             return {"threshold": cmd.args["threshold"]}
         if cmd.command == "recalibrate":
-            return pl.CommandReply(status="accepted", message="collecting 60 s of normal running")
+            return msg.CommandReply(status="accepted", message="collecting 60 s of normal running")
         raise ConfigError("no bundle at '/nope'")
 
     sub = subscribe([TOPICS.command_response])

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factoryedge.errors import ConfigError
-from factoryedge.runtimes.scorer import Scorer, ScorerConfig
-from factoryedge.runtimes.sinks import payloads as pl
+from factoryedge.debounce import Debounce, DebounceConfig
+from factoryedge.runtimes import messages as msg
 
 from .conftest import IDENTITY, TOPICS
 
@@ -25,7 +25,7 @@ def _anomaly(**kw):
     args = dict(severity="alarm", score=7.5, threshold=2.5, window_start=1_700_000_000.0,
                 window_end=1_700_000_001.5, model_name="pump", model_version="1.2.0", peak_score=9.0,
                 n_windows=3, details={"top": ["rms"]})
-    return pl.anomaly_payload(IDENTITY, **{**args, **kw})
+    return msg.anomaly_payload(IDENTITY, **{**args, **kw})
 
 
 def test_topic_scheme():
@@ -35,13 +35,13 @@ def test_topic_scheme():
     assert TOPICS.health.endswith("/m7/health") and TOPICS.status.endswith("/m7/status")
     assert TOPICS.command.endswith("/m7/command")
     assert TOPICS.command_response.endswith("/m7/command/response")
-    assert pl.Topics.for_identity(IDENTITY, "acme/edge").base == "acme/edge/v1/plant1/press3/m7"
+    assert msg.Topics.for_identity(IDENTITY, "acme/edge").base == "acme/edge/v1/plant1/press3/m7"
 
 
 @pytest.mark.parametrize("bad", ["", "line 3", "a/b", "+", "#", "x" * 65, "-lead", "Süd"])
 def test_identity_rejects_unsafe_topic_segments(bad):
     with pytest.raises(ConfigError, match=re.escape(repr(bad))):
-        pl.Identity(site=bad, line="l", machine="m", device_id="d")
+        msg.Identity(site=bad, line="l", machine="m", device_id="d")
 
 
 def test_anomaly_payload_has_the_documented_fields():
@@ -64,11 +64,11 @@ def test_anomaly_payload_has_the_documented_fields():
 
 def test_parse_payload_round_trips_and_ignores_unknown_fields():
     event = _anomaly()
-    assert pl.parse_payload(event.to_bytes()) == event
+    assert msg.parse_payload(event.to_bytes()) == event
     newer = json.loads(event.to_bytes()) | {"added_in_a_later_minor": 1}
-    assert pl.parse_payload(json.dumps(newer)) == event
+    assert msg.parse_payload(json.dumps(newer)) == event
     with pytest.raises(ConfigError, match="factoryedge.anomaly/2"):
-        pl.parse_payload(json.dumps(newer | {"schema": "factoryedge.anomaly/2"}))
+        msg.parse_payload(json.dumps(newer | {"schema": "factoryedge.anomaly/2"}))
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -84,54 +84,54 @@ def test_anomaly_payload_rejects_invalid_values(kw, match):
 
 
 def test_anomaly_from_a_scorer_event_keeps_its_event_id():
-    scorer = Scorer(threshold=1.0, config=ScorerConfig(k=2, n=3))
+    scorer = Debounce(1.0, config=DebounceConfig(k=2, n=3))
     scores = np.array([0.1, 3.0, 3.0, 3.0])
     events = scorer.update(scores, np.arange(4.0), np.arange(4.0) + 1)
     assert events and events[0].kind == "raised"
-    payload = pl.anomaly_from_scorer_event(IDENTITY, events[0], "pump", "1")
+    payload = msg.anomaly_from_event(IDENTITY, events[0], "pump", "1")
     assert payload.event_id == events[0].event_id
     assert payload.state == "raised" and payload.severity == events[0].severity
 
 
 def test_telemetry_summarises_scores():
-    t = pl.telemetry_payload(IDENTITY, [1.0, 3.0, 2.0, float("nan")], threshold=2.0, period_start=0.0,
+    t = msg.telemetry_payload(IDENTITY, [1.0, 3.0, 2.0, float("nan")], threshold=2.0, period_start=0.0,
                              period_end=10.0, model_name="pump", model_version="1", anomaly_state="warning")
     body = json.loads(t.to_bytes())
     assert body["schema"] == "factoryedge.telemetry/1"
     assert (body["n_windows"], body["score_min"], body["score_max"], body["score_last"]) == (4, 1.0, 3.0, 2.0)
     assert body["score_mean"] == pytest.approx(2.0) and body["n_over_threshold"] == 2
-    empty = pl.telemetry_payload(IDENTITY, [], threshold=2.0, period_start=0.0, period_end=10.0,
+    empty = msg.telemetry_payload(IDENTITY, [], threshold=2.0, period_start=0.0, period_end=10.0,
                                  model_name="pump", model_version="1")
     assert empty.n_windows == 0 and empty.score_mean is None
 
 
 def test_health_payload_measures_the_system_and_takes_counters():
-    h = pl.health_payload(IDENTITY, uptime_s=12.5, outbox_depth=3, dropped_frames=2, lag_s=0.01)
+    h = msg.health_payload(IDENTITY, uptime_s=12.5, outbox_depth=3, dropped_frames=2, lag_s=0.01)
     body = json.loads(h.to_bytes())
     assert body["schema"] == "factoryedge.health/1"
     assert body["outbox_depth"] == 3 and body["dropped_frames"] == 2 and body["cpu_count"] >= 1
     assert body["cpu_temp_c"] is None or 0 < body["cpu_temp_c"] < 150
     with pytest.raises(ConfigError, match="unknown_counter"):
-        pl.health_payload(IDENTITY, uptime_s=1, unknown_counter=1)
+        msg.health_payload(IDENTITY, uptime_s=1, unknown_counter=1)
 
 
 def test_status_payload():
-    s = json.loads(pl.status_payload(IDENTITY, "offline", "connection_lost", "c1").to_bytes())
+    s = json.loads(msg.status_payload(IDENTITY, "offline", "connection_lost", "c1").to_bytes())
     assert s["schema"] == "factoryedge.status/1" and s["state"] == "offline" and s["reason"] == "connection_lost"
     with pytest.raises(ConfigError, match="state"):
-        pl.status_payload(IDENTITY, "sleeping", "connected", "c1")
+        msg.status_payload(IDENTITY, "sleeping", "connected", "c1")
 
 
 @pytest.mark.parametrize("raw, expected", [
     (b'{"command": "set_threshold", "args": {"threshold": 4.2}, "request_id": "r-1"}',
-     pl.Command("set_threshold", {"threshold": 4.2}, "r-1")),
+     msg.Command("set_threshold", {"threshold": 4.2}, "r-1")),
     (b'{"schema": "factoryedge.command/1", "command": "recalibrate", "request_id": 17}',
-     pl.Command("recalibrate", {"duration_s": None}, "17")),
+     msg.Command("recalibrate", {"duration_s": None}, "17")),
     ('{"command": "reload", "args": {"bundle": "/opt/models/pump-2"}}',
-     pl.Command("reload", {"bundle": "/opt/models/pump-2"}, None)),
+     msg.Command("reload", {"bundle": "/opt/models/pump-2"}, None)),
 ])
 def test_parse_command(raw, expected):
-    assert pl.parse_command(raw) == expected
+    assert msg.parse_command(raw) == expected
 
 
 @pytest.mark.parametrize("raw, match", [
@@ -150,7 +150,7 @@ def test_parse_command(raw, expected):
 ])
 def test_parse_command_errors_say_what_is_wrong(raw, match):
     with pytest.raises(ConfigError, match=match):
-        pl.parse_command(raw)
+        msg.parse_command(raw)
 
 
 @settings(max_examples=200, deadline=None)
@@ -160,13 +160,13 @@ def test_parse_command_errors_say_what_is_wrong(raw, match):
     max_leaves=8), max_size=4).map(lambda d: json.dumps(d).encode())))
 def test_parse_command_never_fails_with_anything_but_config_error(raw):
     try:
-        pl.parse_command(raw)
+        msg.parse_command(raw)
     except ConfigError:
         pass
 
 
 def test_command_response_payload():
-    r = json.loads(pl.command_response(IDENTITY, request_id="r-1", command="reload", status="accepted",
+    r = json.loads(msg.command_response(IDENTITY, request_id="r-1", command="reload", status="accepted",
                                        message="loading", result={"bundle": "x"}).to_bytes())
     assert r["schema"] == "factoryedge.command_response/1"
     assert (r["request_id"], r["command"], r["status"], r["result"]) == ("r-1", "reload", "accepted", {"bundle": "x"})
@@ -174,13 +174,13 @@ def test_command_response_payload():
 
 def test_mqtt_md_documents_every_schema_topic_and_command():
     doc = DOC.read_text(encoding="utf-8")
-    for schema in (pl.ANOMALY, pl.TELEMETRY, pl.HEALTH, pl.STATUS, pl.COMMAND, pl.COMMAND_RESPONSE):
+    for schema in (msg.ANOMALY, msg.TELEMETRY, msg.HEALTH, msg.STATUS, msg.COMMAND, msg.COMMAND_RESPONSE):
         assert schema in doc
     for suffix in ("event/anomaly", "telemetry/score", "`health`", "`status`", "`command`", "command/response"):
         assert suffix in doc
-    for command in pl.COMMANDS:
+    for command in msg.COMMANDS:
         assert f"`{command}`" in doc
-    for field in pl.AnomalyPayload.model_fields:
+    for field in msg.AnomalyPayload.model_fields:
         assert field == "schema_" or f'"{field}"' in doc, field  # in the example event
-    for field in pl.HealthPayload.model_fields:
+    for field in msg.HealthPayload.model_fields:
         assert field == "schema_" or f"`{field}`" in doc, field

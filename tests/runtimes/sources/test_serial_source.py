@@ -205,7 +205,7 @@ def test_without_pyserial_opening_names_the_extra(monkeypatch, pty):
 @pytest.mark.parametrize(
     "uri, overrides, message",
     [
-        ("serial:///dev/ttyUSB0?bauds=9600", {}, "unknown option 'bauds'.*valid: baud, format, channels, scale"),
+        ("serial:///dev/ttyUSB0?bauds=9600", {}, "unknown option 'bauds'.*valid: rate, baud, format, channels, scale"),
         ("serial:///dev/ttyUSB0?baud=fast", {}, "baud='fast' must be an integer"),
         ("serial:///dev/ttyUSB0?format=json", {}, "format='json' must be one of: fe1, csv"),
         ("serial:///dev/ttyUSB0?channels=3&scale=1,2", {}, "scale has 2 factors"),

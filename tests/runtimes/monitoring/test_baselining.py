@@ -5,7 +5,7 @@ import pytest
 
 from factoryedge.bundle import load_bundle
 from factoryedge.errors import ConfigError
-from factoryedge.runtimes.baselining import Baseliner
+from factoryedge.runtimes.monitoring.baselining import Baseliner
 from factoryedge.scoring import calibrate_threshold
 from tests.support.tiny_bundle import tiny_bundle
 

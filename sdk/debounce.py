@@ -1,9 +1,12 @@
-"""Turning a stream of window scores into anomaly events a person can act on.
+"""The debounce: turning a stream of window scores into anomaly events a person can act on.
 
 One noisy window must not page anyone: an anomaly is *raised* when k of the last n windows
-score at or above the threshold, *escalates* when the recent scores reach a higher severity,
-and *clears* only after ``clear_windows`` consecutive windows below ``hysteresis`` x
-threshold. Severity is the ratio of the recent median score to the threshold.
+are anomalous by the score rule, *escalates* when the recent scores reach a higher severity,
+and *clears* only after ``clear_windows`` consecutive windows back below ``hysteresis`` x
+threshold. Severity is how far the recent median score is past the threshold
+(``ScoreRule.ratio``). It lives in the torch-free core because the device runs it live and
+``factoryedge evaluate`` replays it offline, to report false alarms per hour of normal
+running at the device's own settings.
 """
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from factoryedge.scoring import ScoreRule
+
 SEVERITIES = ("warning", "alarm", "critical")
 
 
-class ScorerConfig(BaseModel):
+class DebounceConfig(BaseModel):
     """Debounce and severity settings, part of a device profile's ``scoring`` section."""
 
     model_config = ConfigDict(extra="forbid")
@@ -60,12 +65,17 @@ class AnomalyEvent:
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-class Scorer:
-    """Feeds window scores through the debounce; keeps the state between batches."""
+class Debounce:
+    """Feeds window scores through the debounce; keeps the state between batches.
 
-    def __init__(self, threshold: float, config: ScorerConfig | None = None):
-        self.config = config or ScorerConfig()
-        self.threshold = float(self.config.threshold or threshold)
+    ``rule`` is the bundle's score rule (a bare number is a threshold, higher anomalous);
+    ``config.threshold``, when set, overrides its threshold.
+    """
+
+    def __init__(self, rule: ScoreRule | float, config: DebounceConfig | None = None):
+        self.config = config or DebounceConfig()
+        rule = rule if isinstance(rule, ScoreRule) else ScoreRule(float(rule))
+        self.rule = rule.with_threshold(self.config.threshold) if self.config.threshold else rule
         self._recent: deque[float] = deque(maxlen=self.config.n)
         self._below = 0
         self.active: str | None = None
@@ -74,14 +84,18 @@ class Scorer:
         self.windows_seen = 0
         self.windows_over = 0
 
+    @property
+    def threshold(self) -> float:
+        return self.rule.threshold
+
     def set_threshold(self, threshold: float) -> None:
         """Change the threshold at run time (command topic, re-baselining); state is kept."""
         if not (np.isfinite(threshold) and threshold > 0):
             raise ValueError(f"threshold must be a positive number, got {threshold!r}")
-        self.threshold = float(threshold)
+        self.rule = self.rule.with_threshold(float(threshold))
 
     def severity_of(self, score: float) -> str:
-        ratio = score / self.threshold
+        ratio = self.rule.ratio(score)
         level = "warning"
         for name in SEVERITIES:
             if name in self.config.severity and ratio >= self.config.severity[name]:
@@ -94,13 +108,14 @@ class Scorer:
         cfg = self.config
         for score, t0, t1 in zip(np.asarray(scores, float), starts, ends):
             self.windows_seen += 1
-            over = score >= self.threshold
+            over = self.rule.exceeds(score)
             self.windows_over += int(over)
             self._recent.append(score)
             recent = np.fromiter(self._recent, float)
             if self.active is None:
-                if np.count_nonzero(recent >= self.threshold) >= cfg.k:
-                    level_score = float(np.median(recent[recent >= self.threshold]))
+                hits = self.rule.is_anomalous(recent)
+                if np.count_nonzero(hits) >= cfg.k:
+                    level_score = float(np.median(recent[hits]))
                     self.active = self.severity_of(level_score)
                     self._episode_peak = float(recent.max())
                     self._episode_windows = 1
@@ -109,7 +124,7 @@ class Scorer:
                 continue
             self._episode_windows += 1
             self._episode_peak = max(self._episode_peak, float(score))
-            if score < cfg.hysteresis * self.threshold:
+            if self.rule.clears(score, cfg.hysteresis):
                 self._below += 1
                 if self._below >= cfg.clear_windows:
                     events.append(self._event("cleared", float(score), t0, t1))
@@ -134,3 +149,33 @@ class Scorer:
             window_end=float(t1),
             n_windows=self._episode_windows,
         )
+
+
+@dataclass(frozen=True)
+class AlarmReplay:
+    """What the device's debounce would have raised on a scored recording."""
+
+    raised: int
+    hours: float
+    first_raise_s: float | None
+
+    @property
+    def per_hour(self) -> float:
+        return self.raised / self.hours if self.hours > 0 else float("nan")
+
+
+def replay(scores: np.ndarray, starts: np.ndarray, window_s: float, rule: ScoreRule,
+           config: DebounceConfig | None = None) -> AlarmReplay:
+    """Run the debounce over one recording's window scores (in time order) from a fresh state.
+
+    ``starts`` are window start times in seconds; the covered time runs from the first
+    window's start to the last window's end. On normal running every raise is a false alarm.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    starts = np.asarray(starts, dtype=np.float64)
+    if not len(scores):
+        return AlarmReplay(0, 0.0, None)
+    events = Debounce(rule, config).update(scores, starts, starts + window_s)
+    raised = [e for e in events if e.kind == "raised"]
+    hours = float(starts[-1] + window_s - starts[0]) / 3600.0
+    return AlarmReplay(len(raised), hours, raised[0].window_start if raised else None)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from factoryedge.runtimes.scorer import Scorer, ScorerConfig
+from factoryedge.debounce import Debounce, DebounceConfig
 
 
 def feed(scorer, scores):
@@ -11,13 +11,13 @@ def feed(scorer, scores):
 
 
 def test_single_spike_does_not_raise():
-    s = Scorer(1.0, ScorerConfig(k=3, n=5))
+    s = Debounce(1.0, DebounceConfig(k=3, n=5))
     assert feed(s, [0.5, 0.5, 9.0, 0.5, 0.5, 0.5, 9.0, 0.5]) == []
     assert s.windows_over == 2 and s.active is None
 
 
 def test_k_of_n_raises_once_then_clears_with_hysteresis():
-    s = Scorer(1.0, ScorerConfig(k=3, n=5, clear_windows=4, hysteresis=0.8))
+    s = Debounce(1.0, DebounceConfig(k=3, n=5, clear_windows=4, hysteresis=0.8))
     ev = feed(s, [0.5, 1.5, 0.5, 1.6, 1.7, 1.8, 1.9])
     assert [e.kind for e in ev] == ["raised"]
     assert ev[0].severity == "warning" and ev[0].window_start == 4.0
@@ -29,14 +29,14 @@ def test_k_of_n_raises_once_then_clears_with_hysteresis():
 
 
 def test_escalation_by_severity_and_unique_event_ids():
-    s = Scorer(1.0, ScorerConfig(k=2, n=3))
+    s = Debounce(1.0, DebounceConfig(k=2, n=3))
     ev = feed(s, [1.2, 1.3, 1.4, 3.0, 3.0, 3.0, 8.0, 8.0, 8.0])
     assert [(e.kind, e.severity) for e in ev] == [("raised", "warning"), ("escalated", "alarm"), ("escalated", "critical")]
     assert len({e.event_id for e in ev}) == 3
 
 
 def test_threshold_override_and_runtime_change():
-    s = Scorer(1.0, ScorerConfig(threshold=10.0, k=1, n=1))
+    s = Debounce(1.0, DebounceConfig(threshold=10.0, k=1, n=1))
     assert feed(s, [5.0]) == []
     s.set_threshold(2.0)
     assert [e.kind for e in feed(s, [5.0])] == ["raised"]
@@ -46,6 +46,26 @@ def test_threshold_override_and_runtime_change():
 
 def test_config_validation_names_the_problem():
     with pytest.raises(ValidationError, match="k \\(6\\) must not exceed n \\(5\\)"):
-        ScorerConfig(k=6, n=5)
+        DebounceConfig(k=6, n=5)
     with pytest.raises(ValidationError, match="must increase"):
-        ScorerConfig(severity={"warning": 1.0, "alarm": 5.0, "critical": 2.0})
+        DebounceConfig(severity={"warning": 1.0, "alarm": 5.0, "critical": 2.0})
+
+
+def test_lower_is_anomalous_rule_raises_on_low_scores_and_clears_when_back_up():
+    from factoryedge.scoring import ScoreRule
+
+    s = Debounce(ScoreRule(1.0, higher_is_anomalous=False), DebounceConfig(k=2, n=3, clear_windows=2, hysteresis=0.8))
+    events = feed(s, [2.0, 0.4, 0.3, 0.9, 1.5, 1.6])
+    assert [e.kind for e in events] == ["raised", "cleared"]
+    assert events[0].severity == "alarm"  # median 0.35 is ~2.9x past the threshold in the anomalous direction
+
+
+def test_replay_counts_raises_per_hour_of_running():
+    from factoryedge.debounce import replay
+    from factoryedge.scoring import ScoreRule
+
+    scores = np.r_[np.zeros(100), np.ones(5) * 9, np.zeros(100)]
+    starts = np.arange(len(scores)) * 0.5
+    r = replay(scores, starts, window_s=1.0, rule=ScoreRule(1.0), config=DebounceConfig(k=3, n=5))
+    assert r.raised == 1 and r.first_raise_s == starts[102]
+    assert abs(r.hours - (starts[-1] + 1.0) / 3600) < 1e-12 and abs(r.per_hour - 1 / r.hours) < 1e-9

@@ -18,10 +18,10 @@ import yaml
 from factoryedge.data.loaders import save_npz
 from factoryedge.data.recording import Recording
 from factoryedge.data.simulator import simulate_bearing
-from factoryedge.runtimes.monitor import ConditionMonitor
+from factoryedge.runtimes.monitoring.program import ConditionMonitor
 from factoryedge.runtimes.profile import load_profile
 from factoryedge.runtimes.sensor_sim import PtyEndpoint, SensorStreamer
-from factoryedge.runtimes.sinks.payloads import parse_payload
+from factoryedge.runtimes.messages import parse_payload
 from tests.support.broker import wait_until
 from tests.support.sim_model import RPM, SAMPLE_RATE
 
@@ -63,7 +63,7 @@ def test_fault_onset_through_pty_and_mosquitto(tmp_path, broker, subscribe, sim_
     rec = simulate_bearing(16.0, sample_rate=SAMPLE_RATE, rpm=RPM, fault="outer_race", fault_onset_s=onset,
                            growth_s=1.0, seed=202)
     pty = PtyEndpoint(link=tmp_path / "vib0")
-    uri = f"serial://{tmp_path / 'vib0'}?format=fe1&channels=1&scale={SCALE!r}"
+    uri = f"serial://{tmp_path / 'vib0'}?rate={SAMPLE_RATE:g}&format=fe1&channels=1&scale={SCALE!r}"
     monitor = ConditionMonitor(load_profile(write_profile(tmp_path, sim_bundle, uri, broker)))
     runner = threading.Thread(target=monitor.run)
     runner.start()
@@ -196,16 +196,16 @@ def test_commands_and_per_machine_baselining(tmp_path, broker, subscribe, sim_bu
         wait_until(state_file.exists, 20, "this machine's baseline to be learned")
         learned = json.loads(state_file.read_text())
         assert learned["machine"] == "pump-7" and learned["windows"] >= 3 * SAMPLE_RATE / 256 - 1
-        assert monitor.scorer.threshold == learned["threshold"] != sim_bundle.manifest.score.threshold
+        assert monitor.debounce.threshold == learned["threshold"] != sim_bundle.manifest.score.threshold
 
         r = command({"command": "set_threshold", "args": {"threshold": 123.0}, "request_id": "r1"})
-        assert r["status"] == "ok" and monitor.scorer.threshold == 123.0
+        assert r["status"] == "ok" and monitor.debounce.threshold == 123.0
 
         state_file.unlink()
         r = command({"command": "recalibrate", "args": {"duration_s": 3}, "request_id": "r2"})
         assert r["status"] == "accepted"
         wait_until(state_file.exists, 20, "the re-learned baseline")
-        assert monitor.scorer.threshold == json.loads(state_file.read_text())["threshold"]
+        assert monitor.debounce.threshold == json.loads(state_file.read_text())["threshold"]
 
         r = command({"command": "reload", "args": {"bundle": str(tmp_path / "nope")}, "request_id": "r3"})
         assert r["status"] == "error" and "does not exist" in r["message"] and "still running sim-bearing" in r["message"]

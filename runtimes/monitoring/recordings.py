@@ -1,7 +1,7 @@
-"""Scoring whole recordings with a bundle: the device's preprocessing and backend, offline.
+"""Scoring whole recordings with a bundle: the device's ``VibrationModel``, offline.
 
-Used by ``factoryedge evaluate`` and by tests; the live device loop windows a stream
-instead, through the same preprocessing and backend objects.
+Used by ``factoryedge evaluate``, the demo and tests; the live device loop windows a stream
+instead and scores through the same ``VibrationModel.score``.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from factoryedge.errors import DataError
 from factoryedge.features import make_preprocessor
 from factoryedge.features.windowing import sliding_windows, window_starts
 from factoryedge.runtimes.backends.onnxruntime import OnnxRuntimeBackend
+from factoryedge.runtimes.monitoring.vibration_model import VibrationModel
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,12 @@ def match_recording(bundle: Bundle, rec: Recording) -> Recording:
     )
 
 
-class OfflineScorer:
-    """Scores recordings with a bundle's model and, if present, its baseline."""
+class RecordingScorer:
+    """Scores whole recordings with a bundle's model (a ``VibrationModel``) and, if present, its baseline.
+
+    Both run on ONNX Runtime on the CPU, as evaluation must be reproducible on any machine;
+    the device's live loop uses the same ``VibrationModel.score``.
+    """
 
     def __init__(self, bundle: Bundle, hop: int | None = None):
         bundle.require_kind("vibration")
@@ -66,31 +71,29 @@ class OfflineScorer:
         m = bundle.manifest
         self.spec = m.preprocessing
         self.hop = hop or self.spec.hop
-        self.preprocess = make_preprocessor(m.preprocessing)
-        self.backend = OnnxRuntimeBackend(bundle.model_path, m.model.inputs, m.model.outputs)
+        self.model = VibrationModel(bundle, OnnxRuntimeBackend(bundle.model_path, m.model.inputs, m.model.outputs),
+                                    batch=BATCH)
         self.baseline = None
         if m.baseline is not None:
             self.baseline_preprocess = make_preprocessor(m.baseline.preprocessing)
-            self.baseline = OnnxRuntimeBackend(
-                bundle.artefact(m.baseline.file), m.baseline.inputs, m.baseline.outputs
-            )
+            self.baseline = OnnxRuntimeBackend(bundle.artefact(m.baseline.file), m.baseline.inputs, m.baseline.outputs)
 
     def score(self, rec: Recording) -> RecordingScores:
         rec = match_recording(self.bundle, rec)
         windows = sliding_windows(rec.signal, self.spec.window, self.hop)
         starts = window_starts(rec.n_samples, self.spec.window, self.hop) / rec.sample_rate
-        model, base = [], []
-        for i in range(0, len(windows), BATCH):
-            w = windows[i : i + BATCH]
-            model.append(self.backend.run_single(self.preprocess(w))[self.bundle.manifest.score.output])
-            if self.baseline is not None:
-                b = self.baseline.run_single(self.baseline_preprocess(w))[self.bundle.manifest.baseline.score_output]
-                base.append(-b.ravel() if self.bundle.manifest.baseline.negate else b.ravel())
+        model, _ = self.model.score(windows)
+        base = []
+        if self.baseline is not None:
+            b_spec = self.bundle.manifest.baseline
+            for i in range(0, len(windows), BATCH):
+                b = self.baseline.run_single(self.baseline_preprocess(windows[i : i + BATCH]))[b_spec.score_output]
+                base.append(-b.ravel() if b_spec.negate else b.ravel())
         empty = np.empty(0, dtype=np.float32)
         return RecordingScores(
             source=rec.source,
             label=rec.label,
             start_s=starts,
-            model=np.concatenate(model) if model else empty,
+            model=model.astype(np.float32) if len(model) else empty,
             baseline=(np.concatenate(base) if base else empty) if self.baseline is not None else None,
         )

@@ -1,0 +1,176 @@
+"""The small application shell both device programs stand on.
+
+    profile --> DeviceProgram: identity (once), resources, sink, reporter, command table
+                  |-- monitoring.ConditionMonitor:  source -> windows -> VibrationModel -> Debounce -> sink
+                  '-- inspection.InspectionStation: camera + trigger -> ImageModel -> Sorter -> sink
+
+The shell owns what every program has: the machine identity (the profile's ``identity``
+section is already the message contract's ``Identity``), the MQTT sink opened with it, the
+resources the program opened (closed in reverse order, the sink last so the outbox is
+flushed), one reporter thread that publishes health and any periodic reports on their own
+clocks (so a plant still hears from a device whose sensor or camera went quiet), and a table
+of command handlers. A program adds ``serve()`` (its main loop), its health fields and
+its commands.
+
+``stop()`` is safe from signal handlers and other threads; ``run()`` returns once ``serve()``
+has ended and everything is closed. ``failed`` holds why a program stopped on its own, so
+``factoryedge run`` exits non-zero and the service manager restarts it.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from factoryedge.errors import FactoryEdgeError
+from factoryedge.runtimes import messages as msg
+from factoryedge.runtimes.registry import open_sink
+
+log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 10.0
+CommandHandler = Callable[[dict[str, Any]], msg.CommandReply]
+
+
+class DeviceProgram:
+    """Base of the device programs; see the module doc. Subclasses call ``open_sink`` in ``__init__``."""
+
+    name = "device program"
+
+    def __init__(self, profile: Any) -> None:
+        self.profile = profile
+        self.identity: msg.Identity = profile.identity
+        self.sink: Any = None
+        self.failed: str | None = None
+        self._resources: list[Any] = []
+        self._periodic: list[tuple[float, Callable[[], None]]] = []
+        self._stop = threading.Event()
+        self._started = time.time()
+
+    # -- resources -------------------------------------------------------------------------
+
+    def own(self, resource: Any) -> Any:
+        """Register something with ``close()``; closed in reverse order when the program ends."""
+        self._resources.append(resource)
+        return resource
+
+    def open_sink(self, sink: Any = None) -> Any:
+        """Open the profile's sink with the identity (or take a given one), and listen for commands."""
+        m = self.profile.mqtt
+        self.sink = sink or open_sink(m.uri, identity=self.identity, outbox=str(m.outbox), **m.options)
+        self.sink.subscribe_commands(self._on_command)
+        return self.sink
+
+    def closing_on_error(self) -> _CloseOnError:
+        """``with self.closing_on_error(): ...`` in ``__init__``: a failing set-up closes what it opened."""
+        return _CloseOnError(self)
+
+    def close(self) -> None:
+        """Close the resources in reverse order, then the sink (flushing the outbox)."""
+        while self._resources:
+            resource = self._resources.pop()
+            try:
+                resource.close()
+            except FactoryEdgeError as e:
+                log.error("closing %s: %s", type(resource).__name__, e)
+        if self.sink is not None:
+            sink, self.sink = self.sink, None
+            delivered = sink.close(timeout=CLOSE_TIMEOUT_S)
+            log.info("%s stopped; outbox %s", self.name,
+                     "flushed" if delivered else "NOT fully flushed (kept on disk for the next start)")
+
+    # -- running ---------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """The program's main loop, until ``stop()``; subclasses implement it."""
+        raise NotImplementedError
+
+    def run(self) -> None:
+        """``serve()`` with the reporter running beside it; always closes everything on the way out."""
+        reporter = threading.Thread(target=self._report_loop, name="factoryedge-reporter", daemon=True)
+        reporter.start()
+        try:
+            self.serve()
+        finally:
+            self._stop.set()
+            reporter.join(timeout=5.0)
+            self.close()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to end; safe from signal handlers and other threads."""
+        self._stop.set()
+
+    def fail(self, why: str) -> None:
+        """Stop because something this process cannot repair failed; ``run`` then exits non-zero."""
+        self.failed = why
+        log.error("%s; stopping so the service manager restarts the program", why)
+        self.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def every(self, interval_s: float, report: Callable[[], None]) -> None:
+        """Run ``report`` on the reporter thread every ``interval_s`` seconds (first after one interval)."""
+        self._periodic.append((interval_s, report))
+
+    def health_fields(self) -> dict[str, Any]:
+        """The program's own health fields (``health_payload`` keywords); subclasses extend."""
+        return {}
+
+    def health(self) -> msg.HealthPayload:
+        stats = self.sink.stats()
+        return msg.health_payload(self.identity, uptime_s=time.time() - self._started,
+                                  outbox_depth=stats.outbox_depth, mqtt_reconnects=stats.reconnects,
+                                  **self.health_fields())
+
+    def watch(self) -> None:
+        """Checked on the reporter thread about once a second; subclasses detect failures here."""
+
+    def _report_loop(self) -> None:
+        now = time.monotonic()
+        health_s = self.profile.mqtt.health_interval_s
+        due = [now] + [now + interval for interval, _ in self._periodic]  # health goes out at start
+        jobs = [(health_s, self._send_health)] + self._periodic
+        while not self._stop.wait(min(1.0, *(i for i, _ in jobs))):
+            self.watch()
+            now = time.monotonic()
+            for k, (interval, job) in enumerate(jobs):
+                if now < due[k]:
+                    continue
+                due[k] = now + interval
+                try:
+                    job()
+                except Exception:  # noqa: BLE001 - reporting must never stop the program's work
+                    log.exception("%s: periodic report failed", self.name)
+
+    def _send_health(self) -> None:
+        self.sink.publish_telemetry(self.sink.topics.health, self.health())
+
+    # -- commands --------------------------------------------------------------------------
+
+    def commands(self) -> dict[str, CommandHandler]:
+        """Command name -> handler(args) for this program; subclasses extend."""
+        return {}
+
+    def _on_command(self, command: msg.Command) -> msg.CommandReply:
+        handler = self.commands().get(command.command)
+        if handler is None:
+            return msg.CommandReply("rejected", f"command {command.command!r} is not handled by the {self.name}")
+        return handler(command.args)
+
+
+class _CloseOnError:
+    def __init__(self, program: DeviceProgram) -> None:
+        self.program = program
+
+    def __enter__(self) -> DeviceProgram:
+        return self.program
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.program.close()

@@ -1,0 +1,74 @@
+"""A vibration bundle ready to score windows: its preprocessing, its backend and its score rule.
+
+The twin of ``inspection.image_model.ImageModel``. The live monitor and the offline scoring
+of recordings (``factoryedge evaluate``) both call ``score``, so there is one scoring loop
+and one place where a manifest's score output, detail output and rule are read. Not
+thread-safe: one scoring thread per model (the monitor holds its lock around it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from factoryedge.bundle import Bundle, load_bundle
+from factoryedge.features import make_preprocessor
+from factoryedge.scoring import ScoreRule
+
+
+class VibrationModel:
+    """Scores (k, window, channels) float32 windows with a bundle's model, in batches of ``batch``."""
+
+    def __init__(self, bundle: Bundle, backend, batch: int = 256) -> None:
+        bundle.require_kind("vibration")
+        m = bundle.manifest
+        self.bundle = bundle
+        self.backend = backend
+        self.batch = int(batch)
+        self.spec = m.preprocessing
+        self.name = m.name
+        self.version = m.version
+        self.rule = ScoreRule.from_score_info(m.score)
+        self.detail_names: list[str] = list(m.score.detail_names)
+        self._preprocess = make_preprocessor(m.preprocessing)
+        self._score_output = m.score.output
+        self._detail_output = m.score.detail_output
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "auto", batch: int = 256) -> VibrationModel:
+        """Verify the bundle (hashes, schema, kind) and open the backend (``auto``, ``onnxruntime``, ``tensorrt``)."""
+        from factoryedge.runtimes.backends.select import open_backend
+
+        bundle = load_bundle(path)
+        bundle.require_kind("vibration")
+        return cls(bundle, open_backend(bundle, backend), batch)
+
+    @property
+    def threshold(self) -> float:
+        return self.rule.threshold
+
+    @property
+    def window_s(self) -> float:
+        return self.spec.window / self.spec.sample_rate
+
+    def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores float64 (k,), detail residuals (k, d) or None) for a stack of windows."""
+        scores, details = [], []
+        for i in range(0, len(windows), self.batch):
+            out = self.backend.run_single(self._preprocess(windows[i : i + self.batch]))
+            scores.append(out[self._score_output])
+            if self._detail_output:
+                details.append(out[self._detail_output])
+        if not scores:
+            return np.empty(0), None
+        return np.concatenate(scores).ravel().astype(np.float64), (np.concatenate(details) if details else None)
+
+    def close(self) -> None:
+        """Release the backend (TensorRT holds GPU memory until closed)."""
+        self.backend.close()
+
+    def __enter__(self) -> VibrationModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
