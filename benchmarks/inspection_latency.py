@@ -90,10 +90,10 @@ def main() -> None:
     ap.add_argument("--deadline-ms", type=float, default=100.0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    from factoryedge.runtimes.devkit.local_broker import LocalBroker
     from factoryedge.runtimes.inspection.config import InspectionConfig
     from factoryedge.runtimes.inspection.image_model import ImageModel
     from factoryedge.runtimes.inspection.sorter import Sorter
-    from factoryedge.runtimes.local_broker import LocalBroker
     from factoryedge.runtimes.sinks.mqtt import MqttSink
 
     tmp = Path(tempfile.mkdtemp(prefix="fe-bench-insp-"))

@@ -120,8 +120,8 @@ def _profile(out: Path, bundle_path: Path, video: Path, broker) -> Path:
 def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
     from factoryedge.cli.demo_live import start_watcher
     from factoryedge.data.synthetic_parts import write_parts_video
+    from factoryedge.runtimes.devkit.local_broker import LocalBroker
     from factoryedge.runtimes.inspection.station import InspectionStation
-    from factoryedge.runtimes.local_broker import LocalBroker
     from factoryedge.runtimes.profile import load_profile
 
     video = out / "conveyor.avi"
