@@ -11,6 +11,10 @@ MQTT broker) instead of mocks:
 - ``local_broker``: a throw-away MQTT broker on loopback (mosquitto, else embedded amqtt).
   Used by the demo, the benchmarks and its own test; the other tests start Mosquitto
   through ``tests/support/broker.py`` for restarts and persistence.
+- ``plc``: the PLC of a sorting line, run as its own process (``python -m
+  factoryedge.runtimes.devkit.plc``): paced part triggers over MQTT, the decisions
+  collected with their round-trip times. Used by the demo's inspection half, the
+  inspection end-to-end test and the trigger-to-decision latency benchmark.
 
 Torch-free like the rest of ``runtimes``; hardware and MQTT libraries load only when used.
 Never for production: a plant has its own sensors, broker and PLC.
