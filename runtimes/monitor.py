@@ -21,11 +21,11 @@ import numpy as np
 from factoryedge.bundle import Bundle, load_bundle
 from factoryedge.errors import ConfigError, FactoryEdgeError, SourceError
 from factoryedge.features import make_preprocessor
+from factoryedge.features.windowing import StreamWindower
 from factoryedge.runtimes.baselining import Baseliner
 from factoryedge.runtimes.profile import DeviceProfile
 from factoryedge.runtimes.registry import open_sink, open_source
 from factoryedge.runtimes.scorer import Scorer
-from factoryedge.runtimes.stream_windows import StreamWindower
 
 log = logging.getLogger(__name__)
 
