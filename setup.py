@@ -62,6 +62,7 @@ setup(
         "factoryedge.runtimes.sinks",
         "factoryedge.runtimes.cameras",
         "factoryedge.runtimes.inspection",
+        "factoryedge.runtimes.devkit",
         "factoryedge.firmware_config",
     ],
     package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "*/*.md", "*/*.yaml", "*/*.rules", "*/*.service", "*/*.conf"]},

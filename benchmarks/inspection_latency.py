@@ -4,18 +4,17 @@ Run: ``python benchmarks/inspection_latency.py [--bundle DIR] [--rate 20] [--n 3
 ``--bundle`` it exports the small template image model of the tests first (needs torch).
 The device side runs as in the factory: a ``file://`` camera paced at the video's 60 fps,
 ``ImageModel`` on ONNX Runtime, the MQTT trigger on the sink's client, decisions through the
-outbox at QoS 1. A "PLC" in a separate process sends paced triggers and receives the
-decisions on one client, so the latency is measured outside the device process: PLC
-publish -> broker -> sorter (frame, score, outbox) -> broker -> PLC. It also prints the
-device's own ``latency_ms`` (trigger receipt -> decision handed to the sink) from the
-payloads. The PLC runs twice, side by side: with Nagle's algorithm on its socket (paho's
+outbox at QoS 1. The devkit's PLC in a separate process sends paced triggers (plain-text
+part ids) and receives the decisions on one client, so the latency is measured outside the
+device process: PLC publish -> broker -> sorter (frame, score, outbox) -> broker -> PLC.
+It also prints the device's own ``latency_ms`` (trigger receipt -> decision handed to the
+sink) from the payloads. The PLC runs twice, side by side: with Nagle's algorithm on its socket (paho's
 default) and with TCP_NODELAY (as the device's own MQTT client sets it), since a PLC's MQTT
 stack may do either. Prints percentiles and their ratios; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import subprocess
 import sys
@@ -28,45 +27,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 60.0
-
-_PLC = r"""
-import json, sys, threading, time
-import paho.mqtt.client as mqtt
-import socket
-host, port, base, n, rate, out_path = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
-nodelay, prefix = sys.argv[7] == "1", sys.argv[8]
-sent, sent_wall, got, ready, done = {}, {}, {}, threading.Event(), threading.Event()
-def on_connect(c, u, f, rc, p):
-    if nodelay:
-        c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    c.subscribe(base + "/decision", qos=1)
-def on_subscribe(c, u, mid, rcs, p):
-    ready.set()
-def on_message(c, u, m):
-    d = json.loads(m.payload)
-    if d["part_id"] not in sent_wall:
-        return
-    got[d["part_id"]] = (time.monotonic(), d["verdict"], d["reason"], d["latency_ms"],
-                         d["trigger_epoch"] - sent_wall[d["part_id"]], time.time() - d["time_epoch"])
-    if len(got) >= n:
-        done.set()
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-c.connect(host, port, 30)
-c.loop_start()
-ready.wait(10)
-t0 = time.monotonic()
-for i in range(n):
-    time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
-    pid = prefix + "-%06d" % i
-    sent[pid], sent_wall[pid] = time.monotonic(), time.time()
-    c.publish(base + "/trigger", pid, qos=1)
-done.wait(30)
-wall = time.monotonic() - t0
-c.loop_stop()
-json.dump({"wall": wall, "rows": [[pid, sent[pid], *got[pid]] for pid in sent if pid in got], "sent": len(sent)},
-          open(out_path, "w"))
-"""
 
 
 def make_video(path: Path) -> Path:
@@ -90,10 +50,11 @@ def main() -> None:
     ap.add_argument("--deadline-ms", type=float, default=100.0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    from factoryedge.runtimes.devkit.local_broker import LocalBroker
+    from factoryedge.runtimes.devkit.plc import Plan, Report
     from factoryedge.runtimes.inspection.config import InspectionConfig
     from factoryedge.runtimes.inspection.image_model import ImageModel
     from factoryedge.runtimes.inspection.sorter import Sorter
-    from factoryedge.runtimes.local_broker import LocalBroker
     from factoryedge.runtimes.sinks.mqtt import MqttSink
 
     tmp = Path(tempfile.mkdtemp(prefix="fe-bench-insp-"))
@@ -105,7 +66,6 @@ def main() -> None:
     video = make_video(tmp / "parts.avi")
     broker = LocalBroker().start()  # mosquitto with set_tcp_nodelay where installed
     try:
-        host, port = broker.uri.split("//")[1].split(":")
         sink = MqttSink.from_uri(f"{broker.uri}?site=b&line=b&machine=sorter&device_id=bench&protocol={broker.protocol}"
                                  f"&outbox={tmp / 'outbox.sqlite'}")
         config = InspectionConfig.parse({"camera": f"file://{video}?realtime=true&loop=true", "trigger": "mqtt",
@@ -118,11 +78,12 @@ def main() -> None:
         sink.wait_connected(5)
         time.sleep(0.5)  # camera open, trigger subscription in place
         results = {}
-        for label, nodelay in (("PLC socket with Nagle (paho default)", "0"), ("PLC socket with TCP_NODELAY", "1")):
-            out = tmp / f"plc{nodelay}.json"
-            subprocess.run([sys.executable, "-c", _PLC, host, port, sink.topics.base, str(args.n), str(args.rate),
-                            str(out), nodelay, f"n{nodelay}"], check=True, timeout=args.n / args.rate + 60)
-            results[label] = json.loads(out.read_text())
+        for label, nodelay in (("PLC socket with Nagle (paho default)", False), ("PLC socket with TCP_NODELAY", True)):
+            plan = Plan(broker.uri, sink.topics.base, parts=args.n, period=1.0 / args.rate, prefix=f"n{nodelay:d}-",
+                        digits=6, payload="text", tcp_nodelay=nodelay, wait=30.0, quiet=True,
+                        report=tmp / f"plc{nodelay:d}.json")
+            subprocess.run(plan.command(), check=True, timeout=args.n / args.rate + 60)
+            results[label] = Report.read(plan.report)
         sorter.stop()
         runner.join(15)
         model.close()
@@ -134,17 +95,20 @@ def main() -> None:
           f"late results {stats['late']}")
     p50s = {}
     for label, res in results.items():
-        rows = res["rows"]
-        e2e = np.array([(r[2] - r[1]) * 1000.0 for r in rows])
+        rows = res.decisions
+        e2e = np.array([d.round_trip_ms for d in rows])
         reasons: dict[str, int] = {}
-        for r in rows:
-            reasons[r[4]] = reasons.get(r[4], 0) + 1
-        print(f"\n{label}: {res['sent']} triggers, {len(rows)} decisions received in {res['wall']:.1f} s; "
+        for d in rows:
+            reasons[d.payload["reason"]] = reasons.get(d.payload["reason"], 0) + 1
+        print(f"\n{label}: {res.sent} triggers, {len(rows)} decisions received in {res.wall_s:.1f} s; "
               f"reasons {reasons}")
+        inbound = np.array([(d.payload["trigger_epoch"] - d.sent_epoch) * 1000.0 for d in rows])
+        outbound = np.array([(d.received_epoch - d.payload["time_epoch"]) * 1000.0 for d in rows])
+        device = np.array([d.payload["latency_ms"] for d in rows])
         for name, v in (("PLC trigger -> decision received (separate process)", e2e),
-                        ("  inbound: PLC publish -> device receives trigger", np.array([r[6] * 1000.0 for r in rows])),
-                        ("  device: trigger receipt -> decision handed to sink", np.array([r[5] for r in rows])),
-                        ("  outbound: decision made -> PLC receives it", np.array([r[7] * 1000.0 for r in rows]))):
+                        ("  inbound: PLC publish -> device receives trigger", inbound),
+                        ("  device: trigger receipt -> decision handed to sink", device),
+                        ("  outbound: decision made -> PLC receives it", outbound)):
             print(f"{name:<54} p50 {np.percentile(v, 50):7.2f} ms  p99 {np.percentile(v, 99):7.2f} ms  "
                   f"max {v.max():7.2f} ms")
         p50s[label] = (np.percentile(e2e, 50), np.percentile(e2e, 99))

@@ -27,7 +27,7 @@ from factoryedge.runtimes.app import DeviceProgram
 from factoryedge.runtimes.monitoring.baselining import Baseliner
 from factoryedge.runtimes.monitoring.vibration_model import VibrationModel
 from factoryedge.runtimes.registry import open_source
-from factoryedge.runtimes.stream_windows import StreamWindower
+from factoryedge.features.windowing import StreamWindower
 
 log = logging.getLogger(__name__)
 

@@ -3,17 +3,16 @@
 Synthetic washers (good, and with scratches, pits, chips and stains, masks known pixel for
 pixel) train the pretrained-feature detector on good parts only; the exported bundle is
 evaluated through the device's ONNX Runtime path (AUROC, pixel AUROC, contact sheet). Then
-the line runs: a conveyor video plays as a ``file://`` camera at its real frame rate, a PLC
-in another process publishes one trigger per part as it reaches the camera, the inspection
-station publishes a pass/reject decision per part, and ``factoryedge watch`` in a third
-process prints them as the PLC would receive them. The verdicts are then checked against
+the line runs: a conveyor video plays as a ``file://`` camera at its real frame rate, the
+devkit's PLC in another process publishes one trigger per part as it reaches the camera,
+the inspection station publishes a pass/reject decision per part, and ``factoryedge watch``
+in a third process prints them as the PLC receives them. The verdicts are then checked against
 the parts' known defects.
 """
 from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,21 +22,6 @@ import yaml
 SIZE = (192, 192)
 FPS, FRAMES_PER_PART = 12.0, 4
 LINE = [None, None, "scratch", None, "pit", None, None, "chip", None, None, "stain", None, None, "pit", None, None]
-
-# The PLC: one paho client in its own process; a trigger as each part reaches the camera.
-_PLC = r"""
-import json, sys, time
-import paho.mqtt.client as mqtt
-host, port, topic, t0, period, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-c.connect(host, port, 30)
-c.loop_start()
-for k in range(n):
-    time.sleep(max(0.0, t0 + (k + 0.5) * period - time.time()))
-    c.publish(topic, json.dumps({"part_id": "part-%04d" % k, "t": time.time()}), qos=1).wait_for_publish(5)
-c.loop_stop()
-c.disconnect()
-"""
 
 
 def run_inspection(out: Path, step, retrain: bool, live: bool, broker_kind: str) -> None:
@@ -120,8 +104,10 @@ def _profile(out: Path, bundle_path: Path, video: Path, broker) -> Path:
 def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
     from factoryedge.cli.demo_live import start_watcher
     from factoryedge.data.synthetic_parts import write_parts_video
+    from factoryedge.errors import SinkError
+    from factoryedge.runtimes.devkit.local_broker import LocalBroker
+    from factoryedge.runtimes.devkit.plc import Plan
     from factoryedge.runtimes.inspection.station import InspectionStation
-    from factoryedge.runtimes.local_broker import LocalBroker
     from factoryedge.runtimes.profile import load_profile
 
     video = out / "conveyor.avi"
@@ -146,11 +132,13 @@ def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
         period = FRAMES_PER_PART / FPS
         next(step)(f"line: {len(LINE)} parts pass the camera ({video.name}, {FPS:g} fps, one part every "
                    f"{period * 1000:.0f} ms); a PLC process triggers each part over MQTT on {broker.uri}")
-        host, port = broker.uri.split("//")[1].split(":")
-        topic = f"{station.sink.topics.base}/trigger"
-        subprocess.run([sys.executable, "-c", _PLC, host, port, topic, repr(t0), repr(period), str(len(LINE))],
-                       check=True, timeout=len(LINE) * period + 60)
-        time.sleep(1.5)
+        # a trigger as each part reaches the middle of the camera's view; the PLC returns once it
+        # has every decision (or gave up waiting for it)
+        plan = Plan(broker.uri, station.sink.topics.base, parts=len(LINE), period=period, first_at=t0 + 0.5 * period,
+                    digits=4, wait=5.0, quiet=True)
+        plc = subprocess.run(plan.command(), capture_output=True, text=True, timeout=len(LINE) * period + 60)
+        if plc.returncode != 0:
+            raise SinkError(f"the demo's PLC failed: {plc.stderr.strip() or plc.returncode}")
     finally:
         if station is not None:
             station.stop()

@@ -35,10 +35,10 @@ def _profile(out: Path, bundle_path: Path, broker, rate: float) -> Path:
 
 def run_live(bundle, out: Path, machine_seconds: float, speed: float, step, broker_kind: str = "auto") -> None:
     from factoryedge.data.simulator import simulate_bearing
-    from factoryedge.runtimes.local_broker import LocalBroker
+    from factoryedge.runtimes.devkit.local_broker import LocalBroker
+    from factoryedge.runtimes.devkit.sensor_node import PtyEndpoint, SensorStreamer
     from factoryedge.runtimes.monitoring.program import ConditionMonitor
     from factoryedge.runtimes.profile import load_profile
-    from factoryedge.runtimes.sensor_sim import PtyEndpoint, SensorStreamer
 
     broker = LocalBroker(broker_kind).start()
     watcher, ready, received = start_watcher(broker.uri, "plant subscriber")

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from factoryedge.runtimes.sensor_sim import PtyEndpoint, SensorStreamer, SerialEndpoint
+    from factoryedge.runtimes.devkit.sensor_node import PtyEndpoint, SensorStreamer, SerialEndpoint
 
     rec = _recording(args)
     endpoint = SerialEndpoint(args.port, args.baud) if args.port else PtyEndpoint(args.link)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import cv2
 import pytest
 
+from factoryedge.runtimes.devkit.plc import Plan, Report
 from factoryedge.runtimes.inspection.config import InspectionConfig
 from factoryedge.runtimes.inspection.image_model import ImageModel
 from factoryedge.runtimes.inspection.sorter import Sorter
@@ -21,23 +21,6 @@ from tests.support.image_bundle import make_image_bundle, uniform_part
 PARTS, FRAMES_PER_PART, FPS = 20, 3, 30.0
 DEFECTIVE = {2, 5, 11, 17}
 BASE = "factoryedge/v1/s1/l1/sorter1"
-
-# the PLC: one paho client in its own process, one trigger per part as the part passes the camera
-_PLC = r"""
-import sys, time
-import paho.mqtt.client as mqtt
-host, port, topic, n, period = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-c.connect(host, port, 30)
-c.loop_start()
-c.publish(topic, b"\xff\xfe not a part id", qos=1).wait_for_publish(5)
-t0 = time.monotonic()
-for i in range(n):
-    time.sleep(max(0.0, t0 + i * period - time.monotonic()))
-    c.publish(topic, '{"part_id": "part-%02d", "t": %f}' % (i, time.time()), qos=1).wait_for_publish(5)
-c.loop_stop()
-c.disconnect()
-"""
 
 
 def write_parts_video(path: Path) -> Path:
@@ -72,9 +55,11 @@ def test_every_trigger_gets_the_right_decision_over_mqtt(tmp_path, broker, subsc
     try:
         assert sink.wait_connected(5)
         time.sleep(0.3)  # subscriptions in place before the PLC starts
-        plc = subprocess.run([sys.executable, "-c", _PLC, broker.host, str(broker.port), f"{BASE}/trigger",
-                              str(PARTS), str(FRAMES_PER_PART / FPS)], capture_output=True, timeout=30)
-        assert plc.returncode == 0, plc.stderr.decode()
+        # one trigger per part as the part passes the camera, after one the device cannot read
+        plan = Plan(broker.url, BASE, parts=PARTS, period=FRAMES_PER_PART / FPS, digits=2, malformed_first=True,
+                    report=tmp_path / "plc.json")
+        plc = subprocess.run(plan.command(), capture_output=True, text=True, timeout=60)
+        assert plc.returncode == 0, plc.stderr
         got = decisions.wait_for(lambda m: len(m) >= PARTS, 15, "a decision for every trigger", topic=f"{BASE}/decision")
         errors = decisions.wait_for(lambda m: len(m) >= 1, 5, "the malformed trigger answered",
                                     topic=f"{BASE}/trigger/error")
@@ -85,6 +70,8 @@ def test_every_trigger_gets_the_right_decision_over_mqtt(tmp_path, broker, subsc
         sink.close()
     assert not runner.is_alive()
     parts = [json.loads(r.payload) for r in got]
+    heard = Report.read(plan.report)  # what the PLC itself received matches what the plant saw
+    assert heard.missing == [] and {d.part_id: d.payload for d in heard.decisions} == {d["part_id"]: d for d in parts}
     assert sorted(d["part_id"] for d in parts) == [f"part-{i:02d}" for i in range(PARTS)]
     for d in parts:
         assert d["reason"] == "score", d

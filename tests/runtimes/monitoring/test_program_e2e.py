@@ -18,10 +18,10 @@ import yaml
 from factoryedge.data.loaders import save_npz
 from factoryedge.data.recording import Recording
 from factoryedge.data.simulator import simulate_bearing
+from factoryedge.runtimes.devkit.sensor_node import PtyEndpoint, SensorStreamer
+from factoryedge.runtimes.messages import parse_payload
 from factoryedge.runtimes.monitoring.program import ConditionMonitor
 from factoryedge.runtimes.profile import load_profile
-from factoryedge.runtimes.sensor_sim import PtyEndpoint, SensorStreamer
-from factoryedge.runtimes.messages import parse_payload
 from tests.support.broker import wait_until
 from tests.support.sim_model import RPM, SAMPLE_RATE
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from factoryedge.runtimes.local_broker import LocalBroker
+from factoryedge.runtimes.devkit.local_broker import LocalBroker
 from factoryedge.runtimes.sinks.mqtt import MqttSink
 from factoryedge.runtimes.messages import anomaly_payload
 

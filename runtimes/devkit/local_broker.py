@@ -53,7 +53,7 @@ class LocalBroker:
     def uri(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> "LocalBroker":
+    def start(self) -> LocalBroker:
         binary = None
         if self.prefer != "amqtt":
             binary = shutil.which("mosquitto") or next(
