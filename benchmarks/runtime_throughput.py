@@ -94,7 +94,7 @@ def main() -> None:
 def runtime_time(bundle, signal: np.ndarray, batch: int, tmp: Path) -> float:
     """Best of 3: ConditionMonitor.process over the recording in BLOCK-sample blocks."""
     from factoryedge.runtimes.devkit.local_broker import LocalBroker
-    from factoryedge.runtimes.monitor import ConditionMonitor
+    from factoryedge.runtimes.monitoring.program import ConditionMonitor
     from factoryedge.runtimes.profile import DeviceProfile
     from factoryedge.runtimes.registry import open_sink
 
