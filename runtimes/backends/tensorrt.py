@@ -179,6 +179,7 @@ class TensorRTBackend(Backend):
         self._lock = threading.Lock()
         self._closed = True
         self._tensors: dict[str, _Tensor] = {}
+        self._items: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}  # input -> smallest, largest item shape
         self._engine = self._context = self._runtime = self._stream = None
         data = Path(plan).read_bytes() if isinstance(plan, (str, Path)) else bytes(plan)
         dev = cuda_device(cuda, device)
@@ -228,7 +229,9 @@ class TensorRTBackend(Backend):
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
         # Output sizes follow from input shapes: set the largest, then ask the context.
         for spec in self.inputs:
-            self._set_shape(spec.name, tuple(self._engine.get_tensor_profile_shape(spec.name, 0)[2]))
+            lo, _, hi = (tuple(int(d) for d in shape) for shape in self._engine.get_tensor_profile_shape(spec.name, 0))
+            self._items[spec.name] = lo[1:], hi[1:]
+            self._set_shape(spec.name, hi)
         for n in names:
             shape = tuple(self._engine.get_tensor_profile_shape(n, 0)[2]) if is_input[n] \
                 else tuple(self._context.get_tensor_shape(n))
@@ -269,10 +272,29 @@ class TensorRTBackend(Backend):
             raise ConfigError(f"input {name!r} of shape {list(shape)} is outside the engine's profile "
                               f"(batch {self.min_batch}..{self.max_batch})")
 
+    def _check_item_shapes(self, feeds: dict[str, np.ndarray]) -> None:
+        """Refuse an input the engine was not built for, e.g. a frame of another size.
+
+        The manifest may leave height and width dynamic (the ONNX model takes any frame), but
+        the engine is built for the golden frame size; its buffers hold no more than that.
+        """
+        for name, arr in feeds.items():
+            lo, hi = self._items[name]
+            item = arr.shape[1:]
+            if len(item) == len(lo) and all(a <= d <= b for d, a, b in zip(item, lo, hi)):
+                continue
+            built = ", ".join(["batch", *(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))])
+            raise ConfigError(
+                f"input {name!r} has shape {list(arr.shape)}, but this TensorRT engine was built for [{built}] "
+                f"(batch {self.min_batch}..{self.max_batch}); "
+                "rebuild the engine for that size (export the bundle with golden inputs of that size, e.g. frames "
+                "from this line's camera, then run factoryedge build-engine on it), or use backend onnxruntime")
+
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(next(iter(feeds.values())))
         if any(len(v) != n for v in feeds.values()):
             raise ConfigError(f"inputs differ in batch size: { {k: len(v) for k, v in feeds.items()} }")
+        self._check_item_shapes(feeds)
         with self._lock:
             if self._closed:
                 raise BackendUnavailableError("this TensorRT backend has been closed")
