@@ -68,6 +68,12 @@ def import_pycuda(purpose: str = "the TensorRT backend"):
     return cuda
 
 
+CUDA_INIT_HINT = (
+    "check that the NVIDIA driver works (nvidia-smi lists the GPU; the tensorrt log lines above give CUDA's error, "
+    "35 meaning a driver older than the CUDA TensorRT was built for) and, in a container, that it runs with the "
+    "NVIDIA container runtime (--runtime nvidia or --gpus all)"
+)
+
 _TRT_LOGGER = None
 
 
@@ -89,6 +95,23 @@ def trt_logger(trt):
 
         _TRT_LOGGER = _Logger()
     return _TRT_LOGGER
+
+
+def trt_object(trt, kind: str):
+    """``trt.Builder`` or ``trt.Runtime`` (``kind``) on the process logger.
+
+    When CUDA cannot initialise, TensorRT's constructors return a null object, which pybind11
+    raises as ``TypeError: pybind11::init(): factory function returned nullptr``; that becomes
+    BackendUnavailableError, so ``backend: auto`` falls back to ONNX Runtime. Any other TypeError
+    is a bug and is raised unchanged.
+    """
+    try:
+        return getattr(trt, kind)(trt_logger(trt))
+    except TypeError as e:
+        if "nullptr" not in str(e):
+            raise
+        raise BackendUnavailableError(f"TensorRT could not create its {kind}: CUDA could not initialise ({e}); "
+                                      f"{CUDA_INIT_HINT}") from None
 
 
 def cuda_device(cuda, ordinal: int = 0):
@@ -147,8 +170,7 @@ def probe_device(ordinal: int = 0, with_builder: bool = False) -> DeviceInfo:
 
 
 def _count_dla(trt) -> int:
-    builder = trt.Builder(trt_logger(trt))
-    return int(builder.num_DLA_cores)
+    return int(trt_object(trt, "Builder").num_DLA_cores)
 
 
 @dataclass
@@ -210,7 +232,7 @@ class TensorRTBackend(Backend):
 
     def _load(self, data: bytes, dla_core: int | None) -> None:
         trt, cuda = self._trt, self._cuda
-        self._runtime = trt.Runtime(trt_logger(trt))
+        self._runtime = trt_object(trt, "Runtime")
         if dla_core is not None:
             self._runtime.DLA_core = dla_core
         self._engine = self._runtime.deserialize_cuda_engine(data)

@@ -29,7 +29,15 @@ from factoryedge.errors import BackendUnavailableError, BundleError, ConfigError
 from factoryedge.manifest import EngineRecord
 from factoryedge.runtimes.backends import engine_cache as ec
 from factoryedge.runtimes.backends.tensorrt import (
-    TensorRTBackend, cuda_device, fast_fp16, import_pycuda, import_tensorrt, primary_context, probe_device, trt_logger,
+    TensorRTBackend,
+    cuda_device,
+    fast_fp16,
+    import_pycuda,
+    import_tensorrt,
+    primary_context,
+    probe_device,
+    trt_logger,
+    trt_object,
 )
 
 log = logging.getLogger(__name__)
@@ -120,7 +128,7 @@ def _build(trt, cuda, bundle: Bundle, precision: str, batch: int, max_batch: int
     """The TensorRT part. Runs inside the pushed primary context; every TensorRT and pycuda object
     made here is released when this returns, before the context is."""
     logger = trt_logger(trt)
-    builder = trt.Builder(logger)
+    builder = trt_object(trt, "Builder")
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode, no flag
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(bundle.model_path)):
