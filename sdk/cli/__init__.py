@@ -1,6 +1,7 @@
 """The ``factoryedge`` command. Each subcommand lives in its own module and imports its
 heavy dependencies (torch, onnxruntime) only when it runs, so ``--help`` is instant and the
-device commands never load torch.
+device commands never load torch. The CLI is the composition root: the only package that
+imports both ``factoryedge.runtimes`` and ``factoryedge.exporters`` (tests/test_import_direction.py).
 
 Errors a user can cause (``FactoryEdgeError``) end as one line on stderr with exit code 2.
 """
