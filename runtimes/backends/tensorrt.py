@@ -68,6 +68,12 @@ def import_pycuda(purpose: str = "the TensorRT backend"):
     return cuda
 
 
+CUDA_INIT_HINT = (
+    "check that the NVIDIA driver works (nvidia-smi lists the GPU; the tensorrt log lines above give CUDA's error, "
+    "35 meaning a driver older than the CUDA TensorRT was built for) and, in a container, that it runs with the "
+    "NVIDIA container runtime (--runtime nvidia or --gpus all)"
+)
+
 _TRT_LOGGER = None
 
 
@@ -89,6 +95,23 @@ def trt_logger(trt):
 
         _TRT_LOGGER = _Logger()
     return _TRT_LOGGER
+
+
+def trt_object(trt, kind: str):
+    """``trt.Builder`` or ``trt.Runtime`` (``kind``) on the process logger.
+
+    When CUDA cannot initialise, TensorRT's constructors return a null object, which pybind11
+    raises as ``TypeError: pybind11::init(): factory function returned nullptr``; that becomes
+    BackendUnavailableError, so ``backend: auto`` falls back to ONNX Runtime. Any other TypeError
+    is a bug and is raised unchanged.
+    """
+    try:
+        return getattr(trt, kind)(trt_logger(trt))
+    except TypeError as e:
+        if "nullptr" not in str(e):
+            raise
+        raise BackendUnavailableError(f"TensorRT could not create its {kind}: CUDA could not initialise ({e}); "
+                                      f"{CUDA_INIT_HINT}") from None
 
 
 def cuda_device(cuda, ordinal: int = 0):
@@ -147,8 +170,7 @@ def probe_device(ordinal: int = 0, with_builder: bool = False) -> DeviceInfo:
 
 
 def _count_dla(trt) -> int:
-    builder = trt.Builder(trt_logger(trt))
-    return int(builder.num_DLA_cores)
+    return int(trt_object(trt, "Builder").num_DLA_cores)
 
 
 @dataclass
@@ -179,6 +201,7 @@ class TensorRTBackend(Backend):
         self._lock = threading.Lock()
         self._closed = True
         self._tensors: dict[str, _Tensor] = {}
+        self._items: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}  # input -> smallest, largest item shape
         self._engine = self._context = self._runtime = self._stream = None
         data = Path(plan).read_bytes() if isinstance(plan, (str, Path)) else bytes(plan)
         dev = cuda_device(cuda, device)
@@ -209,7 +232,7 @@ class TensorRTBackend(Backend):
 
     def _load(self, data: bytes, dla_core: int | None) -> None:
         trt, cuda = self._trt, self._cuda
-        self._runtime = trt.Runtime(trt_logger(trt))
+        self._runtime = trt_object(trt, "Runtime")
         if dla_core is not None:
             self._runtime.DLA_core = dla_core
         self._engine = self._runtime.deserialize_cuda_engine(data)
@@ -228,7 +251,9 @@ class TensorRTBackend(Backend):
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
         # Output sizes follow from input shapes: set the largest, then ask the context.
         for spec in self.inputs:
-            self._set_shape(spec.name, tuple(self._engine.get_tensor_profile_shape(spec.name, 0)[2]))
+            lo, _, hi = (tuple(int(d) for d in shape) for shape in self._engine.get_tensor_profile_shape(spec.name, 0))
+            self._items[spec.name] = lo[1:], hi[1:]
+            self._set_shape(spec.name, hi)
         for n in names:
             shape = tuple(self._engine.get_tensor_profile_shape(n, 0)[2]) if is_input[n] \
                 else tuple(self._context.get_tensor_shape(n))
@@ -269,10 +294,29 @@ class TensorRTBackend(Backend):
             raise ConfigError(f"input {name!r} of shape {list(shape)} is outside the engine's profile "
                               f"(batch {self.min_batch}..{self.max_batch})")
 
+    def _check_item_shapes(self, feeds: dict[str, np.ndarray]) -> None:
+        """Refuse an input the engine was not built for, e.g. a frame of another size.
+
+        The manifest may leave height and width dynamic (the ONNX model takes any frame), but
+        the engine is built for the golden frame size; its buffers hold no more than that.
+        """
+        for name, arr in feeds.items():
+            lo, hi = self._items[name]
+            item = arr.shape[1:]
+            if len(item) == len(lo) and all(a <= d <= b for d, a, b in zip(item, lo, hi)):
+                continue
+            built = ", ".join(["batch", *(str(a) if a == b else f"{a}..{b}" for a, b in zip(lo, hi))])
+            raise ConfigError(
+                f"input {name!r} has shape {list(arr.shape)}, but this TensorRT engine was built for [{built}] "
+                f"(batch {self.min_batch}..{self.max_batch}); "
+                "rebuild the engine for that size (export the bundle with golden inputs of that size, e.g. frames "
+                "from this line's camera, then run factoryedge build-engine on it), or use backend onnxruntime")
+
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(next(iter(feeds.values())))
         if any(len(v) != n for v in feeds.values()):
             raise ConfigError(f"inputs differ in batch size: { {k: len(v) for k, v in feeds.items()} }")
+        self._check_item_shapes(feeds)
         with self._lock:
             if self._closed:
                 raise BackendUnavailableError("this TensorRT backend has been closed")

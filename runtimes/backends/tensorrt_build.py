@@ -29,7 +29,15 @@ from factoryedge.errors import BackendUnavailableError, BundleError, ConfigError
 from factoryedge.manifest import EngineRecord
 from factoryedge.runtimes.backends import engine_cache as ec
 from factoryedge.runtimes.backends.tensorrt import (
-    TensorRTBackend, cuda_device, fast_fp16, import_pycuda, import_tensorrt, primary_context, probe_device, trt_logger,
+    TensorRTBackend,
+    cuda_device,
+    fast_fp16,
+    import_pycuda,
+    import_tensorrt,
+    primary_context,
+    probe_device,
+    trt_logger,
+    trt_object,
 )
 
 log = logging.getLogger(__name__)
@@ -120,7 +128,7 @@ def _build(trt, cuda, bundle: Bundle, precision: str, batch: int, max_batch: int
     """The TensorRT part. Runs inside the pushed primary context; every TensorRT and pycuda object
     made here is released when this returns, before the context is."""
     logger = trt_logger(trt)
-    builder = trt.Builder(logger)
+    builder = trt_object(trt, "Builder")
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode, no flag
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(bundle.model_path)):
@@ -130,11 +138,13 @@ def _build(trt, cuda, bundle: Bundle, precision: str, batch: int, max_batch: int
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     profile = builder.create_optimization_profile()
+    items = {}  # input -> its golden item shape where more than the batch is dynamic; calibration uses it too
     for i in range(network.num_inputs):
         t = network.get_input(i)
+        items[t.name] = _golden_item_shape(bundle, t.name, tuple(t.shape))
         # DLA has no dynamic shapes: its profile is fixed at the batch (min = opt = max).
         shapes = _profile_shapes(t.name, tuple(t.shape), batch, max_batch, static=dla_core is not None,
-                                 item_shape=_golden_item_shape(bundle, t.name, tuple(t.shape)))
+                                 item_shape=items[t.name])
         profile.set_shape(t.name, *shapes)
     config.add_optimization_profile(profile)
 
@@ -147,15 +157,16 @@ def _build(trt, cuda, bundle: Bundle, precision: str, batch: int, max_batch: int
     calibrator = None
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = _make_calibrator(trt, cuda, calib_batches, calib_cache)
-        config.int8_calibrator = calibrator
         rows = len(next(iter(calib_batches[0].values())))
         calib_profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
             t = network.get_input(i)
-            fixed = _profile_shapes(t.name, tuple(t.shape), rows, rows, static=True)
+            fixed = _profile_shapes(t.name, tuple(t.shape), rows, rows, static=True, item_shape=items[t.name])
+            _check_calibration_shape(t.name, calib_batches[0][t.name].shape, fixed[1])
             calib_profile.set_shape(t.name, *fixed)  # calibration runs at the profile's opt shape
         config.set_calibration_profile(calib_profile)
+        calibrator = _make_calibrator(trt, cuda, calib_batches, calib_cache)  # after the checks: it holds GPU memory
+        config.int8_calibrator = calibrator
     if dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = dla_core
@@ -213,6 +224,13 @@ def _profile_shapes(name: str, shape: tuple[int, ...], batch: int, max_batch: in
     rest = shape[1:]
     lo = batch if static else 1
     return (lo, *rest), (batch, *rest), (max_batch, *rest)
+
+
+def _check_calibration_shape(name: str, given: tuple[int, ...], profile: tuple[int, ...]) -> None:
+    """Calibration data must have the calibration profile's shape, i.e. the golden frame size."""
+    if tuple(given) != tuple(profile):
+        raise ConfigError(f"INT8 calibration inputs for {name!r} have shape {list(given)}, but the engine is built for "
+                          f"{list(profile)} (the golden inputs' size); give calibration inputs of that size")
 
 
 def _golden_item_shape(bundle: Bundle, name: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:

@@ -1,6 +1,7 @@
 """The ``factoryedge`` command. Each subcommand lives in its own module and imports its
 heavy dependencies (torch, onnxruntime) only when it runs, so ``--help`` is instant and the
-device commands never load torch.
+device commands never load torch. The CLI is the composition root: the only package that
+imports both ``factoryedge.runtimes`` and ``factoryedge.exporters`` (tests/test_import_direction.py).
 
 Errors a user can cause (``FactoryEdgeError``) end as one line on stderr with exit code 2.
 """
@@ -20,18 +21,22 @@ COMMANDS = {
     "train": ("train", "train a model on normal data and export it as a verified bundle"),
     "export": ("export", "export a training run's checkpoint to a bundle (ONNX + parity check)"),
     "evaluate": ("evaluate", "score labelled recordings with a bundle and its baseline; report metrics"),
-    "inspect": ("inspect", "show and verify a bundle's manifest"),
+    "show": ("show", "verify a bundle and show its manifest"),
     "run": ("run", "run the device program from a profile: sensor in, anomalies out; or camera in, pass/reject decisions out"),
     "watch": ("watch", "print the anomalies and status that devices publish to a broker"),
     "simulate-sensor": ("simulate_sensor", "stream a simulated or recorded vibration sensor to a pty or serial port"),
     "build-engine": ("build_engine", "build a TensorRT engine for this device from a bundle (on the Jetson that runs it)"),
-    "doctor": ("doctor", "report what this machine offers: TensorRT, CUDA, GPU/DLA, Jetson, ONNX Runtime, camera, serial, broker"),
+    "doctor": ("doctor",
+               "report what this machine offers: TensorRT, CUDA, GPU/DLA, Jetson, ONNX Runtime, camera, serial, broker"),
 }
+
+# Old names kept working for a factory's scripts: hidden from --help, one deprecation line on stderr.
+ALIASES = {"inspect": "show"}
 
 EPILOG = """examples:
   factoryedge train vibration --data cwru-48k --out runs/cwru48
   factoryedge evaluate runs/cwru48/bundle cwru-48k
-  factoryedge inspect runs/cwru48/bundle
+  factoryedge show runs/cwru48/bundle
 data sets: cwru-48k, cwru-12k (from ../shared/data or $FACTORYEDGE_DATA), or files LABEL=PATH[#START:STOP]
 """
 
@@ -50,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, summary) in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary)
         importlib.import_module(f"factoryedge.cli.{module}").add_arguments(p)
+    for old, new in ALIASES.items():
+        # no help=: argparse then leaves the alias out of the command list
+        p = sub.add_parser(old, description=f"deprecated name of 'factoryedge {new}': {COMMANDS[new][1]}")
+        importlib.import_module(f"factoryedge.cli.{COMMANDS[new][0]}").add_arguments(p)
     return parser
 
 
@@ -67,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    if args.command in ALIASES:
+        print(f"factoryedge {args.command}: deprecated, it is now 'factoryedge {ALIASES[args.command]}' "
+              "(same arguments)", file=sys.stderr)
     _configure_logging(args.verbose, args.quiet)
-    module = importlib.import_module(f"factoryedge.cli.{COMMANDS[args.command][0]}")
+    module = importlib.import_module(f"factoryedge.cli.{COMMANDS[ALIASES.get(args.command, args.command)][0]}")
     try:
         return int(module.run(args) or 0)
     except FactoryEdgeError as e:

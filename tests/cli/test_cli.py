@@ -27,19 +27,31 @@ def assert_one_line_error(result, *fragments):
 def test_help_lists_the_commands():
     r = cli("--help")
     assert r.returncode == 0
-    for cmd in ("train", "export", "evaluate", "inspect"):
+    for cmd in ("train", "export", "evaluate", "show"):
         assert cmd in r.stdout
     r = cli("train", "--help")
     assert r.returncode == 0 and "--data" in r.stdout and "cwru-48k" in r.stdout
 
 
-def test_inspect_reports_missing_and_tampered_bundles(tmp_path):
-    assert_one_line_error(cli("inspect", tmp_path / "nope"), "does not exist")
+def test_show_reports_missing_and_tampered_bundles(tmp_path):
+    assert_one_line_error(cli("show", tmp_path / "nope"), "does not exist")
     b = tiny_bundle(tmp_path / "b")
-    ok = cli("inspect", b.path)
+    ok = cli("show", b.path)
     assert ok.returncode == 0 and "tiny 0.0.1" in ok.stdout and "verified (sha256)" in ok.stdout
     (b.path / "model.onnx").write_bytes(b"\x00" * 10)
-    assert_one_line_error(cli("inspect", b.path), "model.onnx has been modified or corrupted")
+    assert_one_line_error(cli("show", b.path), "model.onnx has been modified or corrupted")
+
+
+def test_inspect_still_works_as_a_hidden_deprecated_name_of_show(tmp_path):
+    """A factory's scripts may call the old name: same output, one line on stderr saying it is now show."""
+    b = tiny_bundle(tmp_path / "b")
+    new, old = cli("show", b.path, "--json"), cli("inspect", b.path, "--json")
+    assert old.returncode == 0 and old.stdout == new.stdout and json.loads(old.stdout)["name"] == "tiny"
+    (line,) = [ln for ln in old.stderr.splitlines() if ln.strip()]
+    assert line == "factoryedge inspect: deprecated, it is now 'factoryedge show' (same arguments)"
+    assert "deprecated" not in new.stderr
+    helped = cli("--help")
+    assert helped.returncode == 0 and not [ln for ln in helped.stdout.splitlines() if ln.split()[:1] == ["inspect"]]
 
 
 def test_bad_data_arguments_get_one_line_errors(tmp_path):
@@ -59,7 +71,7 @@ def test_bad_data_arguments_get_one_line_errors(tmp_path):
                           "48000 Hz", "expects 12000 Hz")
 
 
-def test_train_inspect_evaluate_on_simulated_bearing(tmp_path):
+def test_train_show_evaluate_on_simulated_bearing(tmp_path):
     """The whole spine through the CLI on generated data: normal machine, then faults."""
     fs = 12000
     save_npz(simulate_bearing(20.0, sample_rate=fs, seed=10), tmp_path / "normal.npz")
@@ -74,7 +86,7 @@ def test_train_inspect_evaluate_on_simulated_bearing(tmp_path):
     assert (run / "learning_curve.png").stat().st_size > 1000
     assert "ONNX parity max abs diff" in r.stdout
 
-    r = cli("inspect", run / "bundle", "--json")
+    r = cli("show", run / "bundle", "--json")
     manifest = json.loads(r.stdout)
     assert manifest["schema_version"] == 1 and manifest["kind"] == "vibration"
     assert max(manifest["parity"]["max_abs_diff"].values()) <= 1e-4

@@ -1,4 +1,8 @@
-"""``factoryedge inspect``: verify a bundle and show what is in it."""
+"""``factoryedge show``: verify a bundle and show what is in it.
+
+Called ``inspect`` before, a name that read as the visual inspection of parts; ``factoryedge
+inspect`` still works as a hidden, deprecated alias (see ``ALIASES`` in ``factoryedge.cli``).
+"""
 from __future__ import annotations
 
 import argparse
