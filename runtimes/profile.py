@@ -14,11 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from factoryedge.bundle import format_validation_error
-from factoryedge.errors import ConfigError
 from factoryedge.debounce import DebounceConfig
+from factoryedge.errors import ConfigError
 from factoryedge.runtimes import registry
 from factoryedge.runtimes.inspection.config import InspectionConfig
 from factoryedge.runtimes.messages import Identity
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")

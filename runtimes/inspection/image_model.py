@@ -21,6 +21,7 @@ import numpy as np
 from factoryedge.bundle import Bundle, load_bundle
 from factoryedge.errors import ConfigError, DataError
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor, TileLayout, bgr_to_gray, stitch
+from factoryedge.runtimes.backends.select import open_backend
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ class ImageModel:
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto") -> ImageModel:
         """Verify the bundle (hashes, schema) and open the backend (``auto``, ``onnxruntime``, ``tensorrt``)."""
-        from factoryedge.runtimes.backends.select import open_backend
-
         bundle = load_bundle(path)
         bundle.require_kind("image")
         return cls(bundle, open_backend(bundle, backend))

@@ -28,8 +28,9 @@ import queue
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from factoryedge.runtimes.inspection.archive import RejectArchive
 from factoryedge.runtimes.inspection.config import InspectionConfig
 from factoryedge.runtimes.inspection.triggers import Trigger, TriggerSource
 from factoryedge.runtimes.messages import decision_payload, trigger_error_payload
+from factoryedge.runtimes.registry import open_camera, open_trigger
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +81,7 @@ class Sorter:
         self.identity = sink.identity
         self.topic = sink.topics.decision
         self.error_topic = sink.topics.trigger_error
-        if trigger is None:
-            from factoryedge.runtimes.registry import open_trigger
-
-            trigger = open_trigger(config.trigger, sink)
-        self.trigger = trigger
+        self.trigger = trigger if trigger is not None else open_trigger(config.trigger, sink)
         self.trigger.on_error = self._on_trigger_error
         a = config.archive
         self.archive = archive if archive is not None else (
@@ -109,8 +107,6 @@ class Sorter:
         if self._started:
             return self
         if self.camera is None:
-            from factoryedge.runtimes.registry import open_camera
-
             self.camera = open_camera(self.config.camera, **self.config.camera_options)
         self.camera.open()
         self._latest = LatestFrame(self._frames_noting_skips(), name=self.camera.uri, on_close=self.camera.close)

@@ -53,7 +53,8 @@ class DecisionPayload(Payload):
 def decision_payload(identity: Identity, *, part_id: str, verdict: str, reason: str, score: float | None,
                      threshold: float | None, trigger_source: str, trigger_epoch: float,
                      capture_epoch: float | None, latency_ms: float, deadline_ms: float, model_name: str,
-                     model_version: str, frame_index: int | None = None, frame_pos: int | None = None, frame_name: str | None = None,
+                     model_version: str, frame_index: int | None = None, frame_pos: int | None = None,
+                     frame_name: str | None = None,
                      detail: str = "", now: float | None = None) -> DecisionPayload:
     """Build a decision; ConfigError if a field is invalid (e.g. a non-finite score)."""
     return build(DecisionPayload, **common(DECISION, identity, now), part_id=part_id, verdict=verdict,
@@ -62,7 +63,8 @@ def decision_payload(identity: Identity, *, part_id: str, verdict: str, reason: 
                   capture_utc=iso_utc(capture_epoch) if capture_epoch is not None else None,
                   capture_epoch=capture_epoch, latency_ms=max(0.0, latency_ms), deadline_ms=deadline_ms,
                   model_name=model_name, model_version=model_version, frame_index=frame_index,
-                  frame_pos=frame_pos if frame_pos is not None and frame_pos >= 0 else None, frame_name=frame_name or None, detail=detail[:500])
+                  frame_pos=frame_pos if frame_pos is not None and frame_pos >= 0 else None,
+                  frame_name=frame_name or None, detail=detail[:500])
 
 
 class TriggerErrorPayload(Payload):

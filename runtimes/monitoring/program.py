@@ -22,12 +22,12 @@ import numpy as np
 
 from factoryedge.debounce import Debounce
 from factoryedge.errors import ConfigError, FactoryEdgeError, SourceError
+from factoryedge.features.windowing import StreamWindower
 from factoryedge.runtimes import messages as msg
 from factoryedge.runtimes.app import DeviceProgram
 from factoryedge.runtimes.monitoring.baselining import Baseliner
 from factoryedge.runtimes.monitoring.vibration_model import VibrationModel
 from factoryedge.runtimes.registry import open_source
-from factoryedge.features.windowing import StreamWindower
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from factoryedge.bundle import Bundle, load_bundle
 from factoryedge.features import make_preprocessor
+from factoryedge.runtimes.backends.select import open_backend
 from factoryedge.scoring import ScoreRule
 
 
@@ -37,8 +38,6 @@ class VibrationModel:
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", batch: int = 256) -> VibrationModel:
         """Verify the bundle (hashes, schema, kind) and open the backend (``auto``, ``onnxruntime``, ``tensorrt``)."""
-        from factoryedge.runtimes.backends.select import open_backend
-
         bundle = load_bundle(path)
         bundle.require_kind("vibration")
         return cls(bundle, open_backend(bundle, backend), batch)
