@@ -163,6 +163,16 @@ class EngineRecord(_Strict):
 
 
 class Manifest(_Strict):
+    """``manifest.json``: everything the device needs to run a bundle, and nothing it must guess.
+
+    Model name, version and kind; the ONNX model's inputs and outputs; the full preprocessing
+    recipe (``preprocessing``: window, hop, sample rate and features, or image size, colour,
+    tiles and normalisation); the score definition, direction and calibrated threshold
+    (``score``); training provenance (data fingerprints, split, metrics); parity records; and
+    every artefact's sha256, which ``bundle.load_bundle`` verifies before anything runs.
+    Unknown keys are refused, so a typo in a hand-edited manifest is an error, not a default.
+    """
+
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     version: str
