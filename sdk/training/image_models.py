@@ -11,8 +11,8 @@ Each entry imports its torch code only when used.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -54,7 +54,7 @@ def _patchcore(good: list[np.ndarray], *, seed: int = 0, spec: ImagePreprocessin
 
 
 # Native resolution (sides to multiples of 64), per-image grey-level standardisation, a 64 px
-# mirrored margin: measured best on the magnetic tiles (see exporters/patchcore_experiment).
+# mirrored margin: measured best on the magnetic tiles (see experiments/patchcore_experiment.py).
 PATCHCORE_SPEC = ImagePreprocessingSpec(resize="none", multiple=64, intensity="standardize", margin=64)
 
 

@@ -1,6 +1,6 @@
 """PatchCore on small synthetic textures: a bright spot must stand out, in torch and in ONNX.
 
-The real magnetic-tile figures come from ``python -m factoryedge.exporters.patchcore_experiment``
+The real magnetic-tile figures come from ``python -m experiments.patchcore_experiment``
 (about 3 minutes); these tests use a small two-branch configuration that runs in seconds.
 """
 import numpy as np
@@ -136,8 +136,8 @@ def test_configuration_errors():
 
 @pytest.mark.slow
 def test_onnx_export_matches_torch_with_dynamic_sizes(fitted, tmp_path):
+    from experiments.patchcore_experiment import PARITY_TOLERANCE, export_patchcore
     from factoryedge.exporters.onnx_export import check_parity
-    from factoryedge.exporters.patchcore_experiment import PARITY_TOLERANCE, export_patchcore
 
     trained, good, spotted = fitted
     pre = ImagePreprocessor(SPEC)

@@ -1,6 +1,6 @@
 """The supervised defect classifier on the magnetic-tile set: repeated imbalanced CV, then ONNX.
 
-Run: ``python -m factoryedge.exporters.classifier_experiment --out DIR [--data FOLDER]``
+Run from the repository root: ``python -m experiments.classifier_experiment --out DIR [--data FOLDER]``
 (one thread; see ``DIR/metrics.json`` ``seconds`` for the time it took). Writes
 ``DIR/metrics.json``, ``DIR/results.md``, each fold's learning curves under ``DIR/curves/``,
 and the first fold's model as ``DIR/model.onnx`` with its torch-vs-ONNX Runtime parity.
@@ -92,7 +92,8 @@ def _export(first: dict, images: list[np.ndarray], out: Path) -> dict:
     path = out / "model.onnx"
     export_onnx(trained.module, golden, path, ["score", "heatmap"])
     record, _ = check_parity(trained.module, path, golden, trained.threshold)
-    return {"file": path.name, "architecture": trained.architecture, "threshold": trained.threshold, "parity": record.model_dump()}
+    return {"file": path.name, "architecture": trained.architecture, "threshold": trained.threshold,
+            "parity": record.model_dump()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """PatchCore on the magnetic-tile defect set: train on good tiles, evaluate, export ONNX, check parity.
 
-Run: ``python -m factoryedge.exporters.patchcore_experiment --out DIR [--data FOLDER]``
+Run from the repository root: ``python -m experiments.patchcore_experiment --out DIR [--data FOLDER]``
 (about 3 minutes on 2 CPU cores). Prints the table and writes ``DIR/metrics.json`` and
 ``DIR/model.onnx``.
 
