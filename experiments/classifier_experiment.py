@@ -34,7 +34,7 @@ import torch
 
 from factoryedge.data.images import load_inspection_set, magnetic_tile_root, read_gray, read_mask
 from factoryedge.errors import FactoryEdgeError
-from factoryedge.exporters.onnx_export import check_parity, export_onnx
+from factoryedge.exporters.image_bundle import export_image_onnx
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor
 from factoryedge.training.classifier_cv import CVConfig, cross_validate, format_markdown
 from factoryedge.training.defect_classifier import DefectClassifierConfig
@@ -90,8 +90,7 @@ def _export(first: dict, images: list[np.ndarray], out: Path) -> dict:
     pick = [first["eval"][i] for i in np.concatenate([order[:2], order[-2:]])]
     golden = np.concatenate([ImagePreprocessor(SPEC)(images[i]) for i in pick])
     path = out / "model.onnx"
-    export_onnx(trained.module, golden, path, ["score", "heatmap"])
-    record, _ = check_parity(trained.module, path, golden, trained.threshold)
+    ((record, _),) = export_image_onnx(trained.module, SPEC, [golden], path, trained.threshold)
     return {"file": path.name, "architecture": trained.architecture, "threshold": trained.threshold,
             "parity": record.model_dump()}
 

@@ -52,7 +52,7 @@ from experiments.patchcore_experiment import operating_points
 from factoryedge.data.images import load_inspection_set, magnetic_tile_root, read_gray, read_mask
 from factoryedge.errors import FactoryEdgeError
 from factoryedge.evaluation.image_metrics import image_report, pixel_auroc
-from factoryedge.exporters.onnx_export import PARITY_TOLERANCE, check_parity, export_onnx
+from factoryedge.exporters.image_bundle import export_image_onnx
 from factoryedge.features.image import ImagePreprocessor, stitch
 from factoryedge.training.conv_autoencoder import AutoencoderConfig, fit_conv_autoencoder
 from factoryedge.training.fanogan import FAnoGANConfig, fit_fanogan
@@ -87,8 +87,8 @@ def export_and_check(trained: TrainedImageModel, test: list[np.ndarray], path: P
     """ONNX export (dynamic batch of tiles) and ONNX Runtime parity on two test images' tiles."""
     pre = ImagePreprocessor(trained.spec)
     golden = np.concatenate([pre(test[0]), pre(test[-1])])[:64]
-    export_onnx(trained.module, golden, path, ["score", "heatmap"])
-    return check_parity(trained.module, path, golden, trained.threshold, PARITY_TOLERANCE)[0].model_dump()
+    ((record, _),) = export_image_onnx(trained.module, trained.spec, [golden], path, trained.threshold)
+    return record.model_dump()
 
 
 def run_reconstruction(name: str, trained: TrainedImageModel, data, test, types, masks, out: Path, seconds_fit: float) -> dict:

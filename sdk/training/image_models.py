@@ -19,14 +19,17 @@ import numpy as np
 from factoryedge.errors import ConfigError
 from factoryedge.features.image import ImagePreprocessingSpec
 from factoryedge.manifest import ThresholdRule
+from factoryedge.parity import Tolerance, tolerance
 from factoryedge.training.image_common import TrainedImageModel
 
 
 @dataclass(frozen=True)
 class Architecture:
+    """One entry of ``factoryedge train image``; ``parity_tolerance`` is the export's, from ``factoryedge.parity``."""
+
     summary: str
     supervised: bool
-    parity_tolerance: float
+    parity_tolerance: Tolerance
     fit: Callable[..., TrainedImageModel]
 
 
@@ -110,10 +113,11 @@ def supervised_split(data, seed: int = 0, held_out: float = 0.3):
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "patchcore": Architecture("pretrained patch features vs a memory bank of good patches", False, 1e-3, _patchcore),
-    "fanogan": Architecture("WGAN-GP generator with an izi_f encoder; residual heatmap", False, 1e-4, _fanogan),
-    "autoencoder": Architecture("convolutional autoencoder; residual heatmap", False, 1e-4, _autoencoder),
-    "classifier": Architecture("supervised defect classifier for heavy imbalance", True, 1e-4, _classifier),
+    "patchcore": Architecture("pretrained patch features vs a memory bank of good patches", False,
+                              tolerance("export_memory_bank"), _patchcore),
+    "fanogan": Architecture("WGAN-GP generator with an izi_f encoder; residual heatmap", False, tolerance("export"), _fanogan),
+    "autoencoder": Architecture("convolutional autoencoder; residual heatmap", False, tolerance("export"), _autoencoder),
+    "classifier": Architecture("supervised defect classifier for heavy imbalance", True, tolerance("export"), _classifier),
 }
 
 
