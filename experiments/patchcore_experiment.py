@@ -46,6 +46,7 @@ from factoryedge.errors import FactoryEdgeError
 from factoryedge.evaluation.image_metrics import image_report, pixel_auroc
 from factoryedge.exporters.image_bundle import export_image_onnx, golden_groups
 from factoryedge.features.image import stitch
+from factoryedge.scoring import ScoreRule
 from factoryedge.training.image_models import PATCHCORE_SPEC, architecture
 from factoryedge.training.patchcore import ARCHITECTURE, PatchCoreConfig, fit_patchcore, score_images
 
@@ -102,12 +103,12 @@ def operating_points(calibration: np.ndarray, scores: np.ndarray, types: list[st
     good = np.asarray(types) == "good"
     points = []
     for q in (0.90, 0.95, 0.99):
-        t = float(np.quantile(calibration, q))
+        rule = ScoreRule(float(np.quantile(calibration, q)))
         points.append({
             "held_out_quantile": q,
-            "threshold": round(t, 4),
-            "recall": float(np.mean(scores[~good] >= t)),
-            "false_reject_rate": float(np.mean(scores[good] >= t)),
+            "threshold": round(rule.threshold, 4),
+            "recall": float(np.mean(rule.is_anomalous(scores[~good]))),
+            "false_reject_rate": float(np.mean(rule.is_anomalous(scores[good]))),
         })
     return points
 
