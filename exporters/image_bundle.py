@@ -125,8 +125,9 @@ def build_image_bundle(
     ``golden`` comes from ``golden_groups``. ``tolerance`` bounds the absolute difference
     between torch and ONNX Runtime on any output: an entry of ``factoryedge.parity.TOLERANCES``
     (models that compute distances to a memory bank need ``export_memory_bank``; the
-    architecture table in ``factoryedge.training.image_models`` names each one's). ``metrics`` (evaluation figures)
-    go into the manifest's provenance; ``reports`` (plots, tables) under ``reports/``;
+    architecture table in ``factoryedge.training.image_models`` names each one's).
+    ``metrics`` (evaluation figures) go into the manifest's provenance; ``reports`` (plots,
+    tables) under ``reports/``;
     ``data_fingerprint`` (``files_sha256`` of the training images) and ``split`` (counts per
     part of the data) say what the model learned from.
     """

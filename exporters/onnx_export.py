@@ -99,6 +99,9 @@ def check_parity(
         torch_out = module(torch.as_tensor(x))
     if isinstance(torch_out, torch.Tensor):
         torch_out = (torch_out,)
+    if len(torch_out) != len(outputs):
+        raise ExportError(f"{type(module).__name__} returns {len(torch_out)} outputs but the exported graph has "
+                          f"{[o.name for o in outputs]}; export with one output name per output")
     torch_out = {o.name: t.numpy() for o, t in zip(outputs, torch_out)}
     result = compare_outputs(torch_out, ort_out, tolerance, rule, "score")
     record = ParityRecord(

@@ -70,3 +70,9 @@ def test_golden_inputs_that_do_not_fit_the_graph_are_named(exported):
         check_parity(MeanSquare(), path, golden, threshold=1.0, tolerance=tolerance("fp16"))
     with pytest.raises(ConfigError, match="threshold must be a finite number"):
         check_parity(MeanSquare(), path, golden, threshold=float("nan"))
+
+
+def test_a_module_with_other_outputs_than_the_graph_is_refused(exported):
+    path, golden = exported
+    with pytest.raises(ExportError, match=r"returns 1 outputs but the exported graph has \['score', 'detail'\]"):
+        check_parity(Nudged(), path, golden, threshold=1.0)
