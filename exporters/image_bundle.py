@@ -25,9 +25,10 @@ import torch
 import factoryedge
 from factoryedge.bundle import Bundle, load_bundle, write_bundle
 from factoryedge.errors import ExportError
-from factoryedge.exporters.onnx_export import OPSET, PARITY_TOLERANCE, check_parity, export_onnx, tensor_specs
+from factoryedge.exporters.onnx_export import EXPORT_TOLERANCE, OPSET, check_parity, export_onnx, tensor_specs
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor
 from factoryedge.manifest import Manifest, ModelInfo, ParityRecord, Provenance, ScoreInfo
+from factoryedge.parity import Tolerance
 from factoryedge.training.image_common import TrainedImageModel
 
 OUTPUTS = ("score", "heatmap")
@@ -38,7 +39,9 @@ def is_variable_size(spec: ImagePreprocessingSpec) -> bool:
     return spec.tile is None and spec.resize != "fixed"
 
 
-def golden_groups(spec: ImagePreprocessingSpec, images: list[np.ndarray], n_groups: int = 2, per_group: int = 4) -> list[np.ndarray]:
+def golden_groups(
+    spec: ImagePreprocessingSpec, images: list[np.ndarray], n_groups: int = 2, per_group: int = 4
+) -> list[np.ndarray]:
     """Preprocessed inputs in batches of one size, the most common sizes first.
 
     Pass good and defective images alike, so parity is checked on both sides of the
@@ -75,6 +78,35 @@ def _merge(records: list[ParityRecord]) -> ParityRecord:
     })
 
 
+def export_image_onnx(
+    module: torch.nn.Module,
+    spec: ImagePreprocessingSpec,
+    golden: list[np.ndarray],
+    path: Path,
+    threshold: float,
+    tolerance: Tolerance = EXPORT_TOLERANCE,
+) -> list[tuple[ParityRecord, dict[str, np.ndarray]]]:
+    """Export an image model to ``path`` and check parity on every golden group; one (record, outputs) per group.
+
+    The one export path of every image architecture (``build_image_bundle`` writes its
+    result into a bundle; the experiments call it directly). A spec that follows each
+    image's size exports dynamic height and width in steps of the spec's ``multiple``, so
+    the groups of several sizes all go through the one graph. Scores are higher-is-anomalous
+    (the image-model contract in ``factoryedge.training.image_common``).
+    """
+    if not golden:
+        raise ExportError("exporting an image model needs golden inputs; make them with golden_groups(spec, images)")
+    module = module.eval()
+    names = _output_names(module, golden[0])
+    multiple = spec.multiple if is_variable_size(spec) else None
+    if multiple is not None and multiple < 2:
+        multiple = None  # a size-1 "multiple" would let every size through; export at fixed size instead
+        if len({g.shape[1:] for g in golden}) > 1:
+            raise ExportError("golden groups of several sizes need a spec with multiple >= 2 (the model's stride)")
+    export_onnx(module, golden[0], path, output_names=names, size_multiple=multiple)
+    return [check_parity(module, path, g, threshold, tolerance) for g in golden]
+
+
 def build_image_bundle(
     trained: TrainedImageModel,
     out_dir: str | Path,
@@ -82,7 +114,7 @@ def build_image_bundle(
     golden: list[np.ndarray],
     version: str = "1.0.0",
     description: str = "",
-    tolerance: float = PARITY_TOLERANCE,
+    tolerance: Tolerance = EXPORT_TOLERANCE,
     metrics: dict | None = None,
     reports: dict[str, bytes | Path] | None = None,
     data_fingerprint: str = "",
@@ -90,26 +122,18 @@ def build_image_bundle(
 ) -> Bundle:
     """Export, check parity on every golden group, and write the bundle; nothing is written if parity fails.
 
-    ``golden`` comes from ``golden_groups``. ``tolerance`` is the largest absolute difference
-    allowed between torch and ONNX Runtime on any output; models that compute distances to a
-    memory bank need more than the default (see PatchCore). ``metrics`` (evaluation figures)
-    go into the manifest's provenance; ``reports`` (plots, tables) under ``reports/``;
+    ``golden`` comes from ``golden_groups``. ``tolerance`` bounds the absolute difference
+    between torch and ONNX Runtime on any output: an entry of ``factoryedge.parity.TOLERANCES``
+    (models that compute distances to a memory bank need ``export_memory_bank``; the
+    architecture table in ``factoryedge.training.image_models`` names each one's).
+    ``metrics`` (evaluation figures) go into the manifest's provenance; ``reports`` (plots,
+    tables) under ``reports/``;
     ``data_fingerprint`` (``files_sha256`` of the training images) and ``split`` (counts per
     part of the data) say what the model learned from.
     """
-    module = trained.module.eval()
-    if not golden:
-        raise ExportError("build_image_bundle needs golden inputs; make them with golden_groups(spec, images)")
-    names = _output_names(module, golden[0])
-    multiple = trained.spec.multiple if is_variable_size(trained.spec) else None
-    if multiple is not None and multiple < 2:
-        multiple = None  # a size-1 "multiple" would let every size through; export at fixed size instead
-        if len({g.shape[1:] for g in golden}) > 1:
-            raise ExportError("golden groups of several sizes need a spec with multiple >= 2 (the model's stride)")
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        export_onnx(module, golden[0], onnx_path, output_names=names, size_multiple=multiple)
-        checks = [check_parity(module, onnx_path, g, trained.threshold, tolerance) for g in golden]
+        checks = export_image_onnx(trained.module, trained.spec, golden, onnx_path, trained.threshold, tolerance)
         parity = _merge([record for record, _ in checks])
         inputs, outputs = tensor_specs(onnx_path)
         arrays: dict[str, np.ndarray] = {}
@@ -133,7 +157,7 @@ def build_image_bundle(
                 threshold=float(trained.threshold),
                 rule=trained.rule,
                 calibration=trained.calibration,
-                detail_output="heatmap" if "heatmap" in names else None,
+                detail_output="heatmap" if "heatmap" in checks[0][1] else None,
             ),
             parity=parity,
             provenance=Provenance(

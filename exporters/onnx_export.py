@@ -1,4 +1,10 @@
-"""torch to ONNX, with a parity check through the same ONNX Runtime backend the device uses."""
+"""torch to ONNX, with a parity check of ONNX Runtime against the torch module it came from.
+
+The check runs ONNX Runtime directly (a training dependency), not the device's backend:
+exporters depend on the core (``factoryedge``), never on ``factoryedge.runtimes``. The
+tolerance and the comparison are ``factoryedge.parity``'s, the same the device's TensorRT
+engine check uses.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,16 +14,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from factoryedge.errors import ExportError
+from factoryedge.errors import ConfigError, ExportError, missing_dependency
 from factoryedge.manifest import ParityRecord, TensorSpec
-from factoryedge.runtimes.backends.onnxruntime import OnnxRuntimeBackend
+from factoryedge.parity import Tolerance, compare_outputs, tolerance
+from factoryedge.scoring import ScoreRule
 
 log = logging.getLogger(__name__)
 
 # TensorRT 10.3 (JetPack 6) parses ONNX opsets 9 to 20; 18 is the lowest the maintained
 # dynamo-based exporter emits.
 OPSET = 18
-PARITY_TOLERANCE = 1e-4
+EXPORT_TOLERANCE = tolerance("export")
 
 
 def export_onnx(
@@ -71,41 +78,83 @@ def check_parity(
     path: Path,
     golden: np.ndarray,
     threshold: float,
-    tolerance: float = PARITY_TOLERANCE,
+    tolerance: Tolerance = EXPORT_TOLERANCE,
+    *,
+    higher_is_anomalous: bool = True,
 ) -> tuple[ParityRecord, dict[str, np.ndarray]]:
-    """Run torch and ONNX Runtime on the golden inputs; refuse a difference beyond ``tolerance``.
+    """Run torch and ONNX Runtime on the golden inputs; refuse any output beyond ``tolerance``
+    or any golden decision that changes at ``threshold``.
 
-    Returns the parity record and ONNX Runtime's outputs, which become the bundle's golden
-    reference for later backends (TensorRT) on the device.
+    ``tolerance`` comes from ``factoryedge.parity.TOLERANCES`` (absolute only: the parity
+    record keeps one figure). Returns the parity record and ONNX Runtime's outputs, which
+    become the bundle's golden reference for later backends (TensorRT) on the device.
     """
+    if tolerance.rtol:
+        raise ConfigError(f"an export tolerance is absolute (the parity record keeps one figure); got rtol {tolerance.rtol:g}")
+    rule = ScoreRule(float(threshold), higher_is_anomalous)
     inputs, outputs = tensor_specs(path)
-    backend = OnnxRuntimeBackend(path, inputs, outputs, providers=["CPUExecutionProvider"])
-    x = np.ascontiguousarray(golden, dtype=np.float32)
-    ort_out = backend.run_single(x)
+    x = _golden_input(golden, inputs)
+    ort_out = _onnxruntime_outputs(path, inputs[0].name, [o.name for o in outputs], x)
     with torch.no_grad():
         torch_out = module(torch.as_tensor(x))
-    torch_out = dict(zip(backend.output_names, (t.numpy() for t in torch_out)))
-    diffs = {k: float(np.max(np.abs(ort_out[k] - torch_out[k]))) for k in backend.output_names}
-    changed = int(np.sum((ort_out["score"] >= threshold) != (torch_out["score"] >= threshold)))
+    if isinstance(torch_out, torch.Tensor):
+        torch_out = (torch_out,)
+    if len(torch_out) != len(outputs):
+        raise ExportError(f"{type(module).__name__} returns {len(torch_out)} outputs but the exported graph has "
+                          f"{[o.name for o in outputs]}; export with one output name per output")
+    torch_out = {o.name: t.numpy() for o, t in zip(outputs, torch_out)}
+    result = compare_outputs(torch_out, ort_out, tolerance, rule, "score")
     record = ParityRecord(
         reference=f"torch {torch.__version__}",
-        runtime=f"onnxruntime {_ort_version()} CPUExecutionProvider",
+        runtime=f"onnxruntime {_ort().__version__} CPUExecutionProvider",
         n_inputs=int(len(x)),
-        tolerance=tolerance,
-        max_abs_diff=diffs,
-        decisions_changed=changed,
+        tolerance=tolerance.atol,
+        max_abs_diff=result.max_abs_diff,
+        decisions_changed=result.decisions_changed,
     )
-    worst = max(diffs.values())
-    if worst > tolerance or changed:
+    if not result.ok:
         raise ExportError(
-            f"ONNX export of {type(module).__name__} differs from torch: max abs diff {worst:.3g} "
-            f"(tolerance {tolerance:g}), {changed} of {len(x)} golden decisions changed; bundle not written"
+            f"ONNX export of {type(module).__name__} differs from torch: max abs diff {result.worst:.3g} "
+            f"(tolerance {tolerance.atol:g}), {result.decisions_changed} of {len(x)} golden decisions changed "
+            f"({'; '.join(result.failures)}); bundle not written"
         )
-    log.info("parity ok: max abs diff %s on %d golden inputs", {k: f"{v:.2e}" for k, v in diffs.items()}, len(x))
+    log.info("parity ok: max abs diff %s on %d golden inputs", {k: f"{v:.2e}" for k, v in result.max_abs_diff.items()},
+             len(x))
     return record, ort_out
 
 
-def _ort_version() -> str:
-    import onnxruntime
+def _golden_input(golden: np.ndarray, inputs: list[TensorSpec]) -> np.ndarray:
+    """The golden batch as contiguous float32, checked against the graph's one input (rank, fixed axes)."""
+    if len(inputs) != 1:
+        raise ExportError(f"parity checks one-input models; the graph has inputs {[i.name for i in inputs]}")
+    spec = inputs[0]
+    if not isinstance(golden, np.ndarray) or golden.dtype.kind not in "biuf":
+        what = f"an array of dtype {golden.dtype}" if isinstance(golden, np.ndarray) else type(golden).__name__
+        raise ExportError(f"golden inputs must be a numeric numpy array, got {what}")
+    if golden.ndim != len(spec.shape) or len(golden) == 0:
+        raise ExportError(f"golden input {spec.name!r} must have shape {spec.shape} with at least one row, "
+                          f"got {list(golden.shape)}")
+    for axis, (want, got) in enumerate(zip(spec.shape, golden.shape)):
+        if isinstance(want, int) and want != got:
+            raise ExportError(f"golden input {spec.name!r} must have shape {spec.shape}, got {list(golden.shape)} (axis {axis})")
+    return np.ascontiguousarray(golden, dtype=np.float32)
 
-    return onnxruntime.__version__
+
+def _onnxruntime_outputs(path: Path, input_name: str, output_names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        results = session.run(output_names, {input_name: x})
+    except Exception as e:  # ONNX Runtime raises its own untyped errors for bad graphs and inputs
+        raise ExportError(f"ONNX Runtime cannot run the exported {Path(path).name} on the golden inputs: {e}") from None
+    return dict(zip(output_names, results))
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise missing_dependency("onnxruntime", "train", "the export parity check") from None
+    return onnxruntime

@@ -13,8 +13,8 @@ import torch
 import factoryedge
 from factoryedge.bundle import Bundle, load_bundle, write_bundle
 from factoryedge.exporters.onnx_export import OPSET, check_parity, export_onnx, tensor_specs
-from factoryedge.scoring import calibrate_threshold
 from factoryedge.manifest import BaselineInfo, Manifest, ModelInfo, Provenance, ScoreInfo, TensorSpec
+from factoryedge.scoring import calibrate_threshold
 from factoryedge.training.baseline import BASELINE_OUTPUT
 from factoryedge.training.vibration import TrainedVibrationModel
 

@@ -55,7 +55,7 @@ class Backend(abc.ABC):
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Backend-specific inference on checked, contiguous inputs."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release device resources; the base has none."""
 
     def __enter__(self):

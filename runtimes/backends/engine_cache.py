@@ -1,4 +1,4 @@
-"""Where TensorRT engines live, which one fits this device, and how close it must stay to ONNX.
+"""Where TensorRT engines live and which one fits this device.
 
 A TensorRT plan only runs on the TensorRT version and GPU (compute capability) that built it,
 so an engine is cached per (ONNX sha256, TensorRT version, compute capability, precision,
@@ -6,7 +6,8 @@ DLA core), and that key is its file name: ``engines/<key>.plan``. A cached engin
 not match the device is rebuilt, never loaded. Engines are stored in the bundle (and recorded
 in its manifest) when the bundle directory is writable, else under
 ``$FACTORYEDGE_CACHE/engines/`` (default ``~/.cache/factoryedge/engines``) with the record
-beside the plan as ``<key>.json``. Pure Python: nothing here imports TensorRT or CUDA.
+beside the plan as ``<key>.json``. Pure Python: nothing here imports TensorRT or CUDA. How
+close an engine must stay to the golden outputs is ``factoryedge.parity``'s business.
 """
 from __future__ import annotations
 
@@ -20,16 +21,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from pydantic import ValidationError
 
 from factoryedge.bundle import MANIFEST, Bundle, format_validation_error, sha256_file
 from factoryedge.errors import BundleError, ConfigError
-from factoryedge.manifest import EngineParity, EngineRecord, Manifest
+from factoryedge.manifest import EngineRecord, Manifest
+from factoryedge.parity import ENGINE_PRECISIONS
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ENGINE_PRECISIONS  # each has its tolerance in factoryedge.parity.TOLERANCES
 ENGINES = "engines"
 
 
@@ -42,30 +43,6 @@ class DeviceInfo:
     device_name: str
     integrated: bool = False
     dla_cores: int | None = None  # None: not probed (needs a TensorRT builder)
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    rtol: float
-    atol: float
-
-
-# An engine passes where |engine - reference| <= atol + rtol * |reference| on every golden
-# output value, and no golden decision at the threshold changes. The reference is ONNX Runtime
-# CPU in fp32, recorded at export time.
-# - fp32: TensorRT only reorders fp32 sums (TF32 is switched off for fp32 builds), which moves
-#   results by a few ulp (~1e-7 relative) per layer; 1e-4 leaves room for deep or recurrent
-#   models while still catching a wrong layer.
-# - fp16: 11-bit mantissa, unit roundoff 4.9e-4; a few layers of accumulation and the
-#   subtraction in a reconstruction residual (score = mean((x - x_hat)^2)) give ~0.5% on scores
-#   of normal windows, so 1e-2 relative; atol 1e-3 covers near-zero residual details.
-# - int8: one quantisation step is ~0.8% of a tensor's calibrated range and compounds over
-#   layers; 5e-2 relative, 1e-2 absolute. Decisions must still not change.
-TOLERANCES = {
-    "fp32": Tolerance(rtol=1e-4, atol=1e-5),
-    "fp16": Tolerance(rtol=1e-2, atol=1e-3),
-    "int8": Tolerance(rtol=5e-2, atol=1e-2),
-}
 
 
 def check_precision(precision: str) -> str:
@@ -291,52 +268,3 @@ def _reread_manifest(bundle: Bundle) -> Manifest:
         return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, ValidationError) as e:
         raise BundleError(f"cannot re-read {path} to record an engine: {e}") from None
-
-
-def golden_reference(golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The reference outputs in a bundle's golden set: ``output_<name>`` keys, by output name."""
-    return {k[len("output_"):]: v for k, v in golden.items() if k.startswith("output_")}
-
-
-def decisions(scores: np.ndarray, threshold: float, higher_is_anomalous: bool = True) -> np.ndarray:
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    return s >= threshold if higher_is_anomalous else s <= threshold
-
-
-def compare_outputs(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], precision: str,
-                    score_output: str, threshold: float, higher_is_anomalous: bool = True
-                    ) -> tuple[EngineParity, list[str]]:
-    """Engine outputs against the golden reference; returns the parity record and the failures.
-
-    Every reference output must be present with the same shape and within the precision's
-    tolerance (NaN fails); any changed decision on the score output is a failure.
-    """
-    tol = TOLERANCES[check_precision(precision)]
-    if not reference:
-        raise BundleError("the golden set has no reference outputs (output_<name> arrays) to compare with")
-    failures, diffs = [], {}
-    for name, ref in sorted(reference.items()):
-        if name not in actual:
-            failures.append(f"output {name!r} is missing from the engine's outputs {sorted(actual)}")
-            continue
-        r = np.asarray(ref, dtype=np.float64)
-        a = np.asarray(actual[name], dtype=np.float64)
-        if r.shape != a.shape:
-            failures.append(f"output {name!r} has shape {list(a.shape)}, reference {list(r.shape)}")
-            continue
-        diff = np.abs(a - r)
-        diffs[name] = float(np.max(diff)) if diff.size and np.all(np.isfinite(diff)) else float("inf")
-        within = diff <= tol.atol + tol.rtol * np.abs(r)  # NaN compares False, so it fails
-        if not np.all(within):
-            failures.append(f"output {name!r}: {int(np.sum(~within))} of {within.size} values beyond "
-                            f"atol {tol.atol:g} + rtol {tol.rtol:g} (max abs diff {diffs[name]:.3g})")
-    changed = 0
-    if score_output in reference and score_output in actual and \
-            np.shape(reference[score_output]) == np.shape(actual[score_output]):
-        changed = int(np.sum(decisions(reference[score_output], threshold, higher_is_anomalous)
-                             != decisions(actual[score_output], threshold, higher_is_anomalous)))
-        if changed:
-            failures.append(f"{changed} golden decision(s) at threshold {threshold:.6g} changed")
-    n = int(len(next(iter(reference.values()))))
-    return EngineParity(n_inputs=n, tolerance=tol.rtol, atol=tol.atol, max_abs_diff=diffs,
-                        decisions_changed=changed), failures

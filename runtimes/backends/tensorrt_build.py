@@ -26,7 +26,8 @@ import numpy as np
 
 from factoryedge.bundle import Bundle
 from factoryedge.errors import BackendUnavailableError, BundleError, ConfigError, ExportError
-from factoryedge.manifest import EngineRecord
+from factoryedge.manifest import EngineParity, EngineRecord, ScoreInfo
+from factoryedge.parity import compare_outputs, golden_reference, tolerance
 from factoryedge.runtimes.backends import engine_cache as ec
 from factoryedge.runtimes.backends.tensorrt import (
     TensorRTBackend,
@@ -39,6 +40,7 @@ from factoryedge.runtimes.backends.tensorrt import (
     trt_logger,
     trt_object,
 )
+from factoryedge.scoring import ScoreRule
 
 log = logging.getLogger(__name__)
 
@@ -265,11 +267,11 @@ def _calibration_batches(bundle: Bundle, inputs: np.ndarray | None) -> list[dict
     name = m.model.inputs[0].name
     if inputs is None:
         golden = bundle.golden()
-        ref = ec.golden_reference(golden)
+        ref = golden_reference(golden)
         if m.score.output not in ref:
             raise BundleError(f"bundle {bundle.path}: golden data has no reference {m.score.output!r} scores to "
                               "select normal inputs for INT8 calibration")
-        normal = ~ec.decisions(ref[m.score.output], m.score.threshold, m.score.higher_is_anomalous)
+        normal = ~ScoreRule.from_score_info(m.score).is_anomalous(np.ravel(ref[m.score.output]))
         inputs = golden["input"][normal]
     x = np.ascontiguousarray(inputs, dtype=np.dtype(m.model.inputs[0].dtype))
     if len(x) == 0:
@@ -328,8 +330,24 @@ def engine_parity(bundle: Bundle, plan: bytes | Path, precision: str, dla_core: 
         feeds = {m.model.inputs[0].name: golden["input"]}
     with TensorRTBackend(plan, m.model.inputs, m.model.outputs, device=device, dla_core=dla_core) as backend:
         actual = backend.run(feeds)
-    parity, failures = ec.compare_outputs(ec.golden_reference(golden), actual, precision, m.score.output,
-                                          m.score.threshold, m.score.higher_is_anomalous)
+    reference = golden_reference(golden)
+    if not reference:
+        raise BundleError(f"bundle {bundle.path}: the golden set has no reference outputs (output_<name> arrays) "
+                          "to check the engine against; re-export the bundle")
+    parity, failures = compare_engine_outputs(reference, actual, precision, m.score)
     log.info("engine parity (%s): max abs diff %s, %d decision(s) changed on %d golden inputs", precision,
              {k: f"{v:.2e}" for k, v in parity.max_abs_diff.items()}, parity.decisions_changed, parity.n_inputs)
     return parity, failures
+
+
+def compare_engine_outputs(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], precision: str,
+                           score: ScoreInfo) -> tuple[EngineParity, list[str]]:
+    """Engine outputs against the golden reference at the precision's tolerance; decisions by the manifest's rule.
+
+    Returns the record stored with the engine and the failures (empty when it passes).
+    """
+    tol = tolerance(ec.check_precision(precision))
+    result = compare_outputs(reference, actual, tol, ScoreRule.from_score_info(score), score.output)
+    parity = EngineParity(n_inputs=result.n_inputs, tolerance=tol.rtol, atol=tol.atol,
+                          max_abs_diff=result.max_abs_diff, decisions_changed=result.decisions_changed)
+    return parity, list(result.failures)

@@ -10,7 +10,9 @@ leftover and is removed at start-up. The archive is bounded by ``max_items`` and
 ``submit`` never blocks: entries queue for one writer thread (PNG encoding takes
 milliseconds), and when the queue is full the entry is dropped and counted. Write errors
 (disk full, permissions) are logged and counted; they never reach the decision path.
-OpenCV is imported by the writer thread.
+OpenCV (PNG encoding) is imported by the writer thread. The heatmap picture is
+``factoryedge.features.overlay.heatmap_overlay``, the one training's contact sheets draw, so
+an operator sees a reject as the quality engineer saw it in evaluation.
 """
 from __future__ import annotations
 
@@ -21,11 +23,15 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
+from factoryedge.errors import ConfigError
+from factoryedge.features.overlay import heatmap_overlay
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +153,15 @@ class RejectArchive:
         files[".png"] = png.tobytes()
         heat = entry.heatmap() if callable(entry.heatmap) else entry.heatmap
         if self.heatmap and heat is not None:
-            ok, png = cv2.imencode(".png", overlay(cv2, entry.image, heat))
-            if ok:
-                files[".heat.png"] = png.tobytes()
+            try:
+                # frames are OpenCV's BGR (or grey); the overlay returns RGB, imencode wants BGR
+                picture = heatmap_overlay(entry.image, heat, colour_order="bgr")[..., ::-1]
+            except ConfigError as e:  # a NaN or misshapen heatmap costs the picture, not the entry
+                log.warning("reject archive: no heatmap picture for part %r: %s", entry.part_id, e)
+            else:
+                ok, png = cv2.imencode(".png", np.ascontiguousarray(picture))
+                if ok:
+                    files[".heat.png"] = png.tobytes()
         files[".json"] = json.dumps({**entry.record, "files": [stem + s for s in (*files, ".json")]}, indent=1).encode()
         written = []
         try:
@@ -182,17 +194,6 @@ class RejectArchive:
                 self.counts["evicted"] += 1
             for suffix in (".json", ".png", ".heat.png"):  # JSON first: a half-deleted entry is a leftover
                 _remove(self.dir / (stem + suffix))
-
-
-def overlay(cv2: Any, image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The heatmap (scaled to its own min..max) in the JET colour map, blended over the frame."""
-    base = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    h = np.asarray(heat, dtype=np.float32)
-    if h.shape != base.shape[:2]:
-        h = cv2.resize(h, (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
-    lo, hi = float(np.nanmin(h)), float(np.nanmax(h))
-    norm = np.zeros(h.shape, np.uint8) if hi <= lo else ((h - lo) * (255.0 / (hi - lo))).clip(0, 255).astype(np.uint8)
-    return cv2.addWeighted(base, 1.0 - alpha, cv2.applyColorMap(norm, cv2.COLORMAP_JET), alpha, 0.0)
 
 
 def _stem_of(name: str) -> str | None:

@@ -22,24 +22,33 @@ from factoryedge.bundle import Bundle, load_bundle
 from factoryedge.errors import ConfigError, DataError
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor, TileLayout, bgr_to_gray, stitch
 from factoryedge.runtimes.backends.select import open_backend
+from factoryedge.scoring import ScoreRule
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ImageResult:
-    """One frame's verdict material. ``heatmap`` (float32, the frame's H x W) is computed on first access."""
+    """One frame's verdict material. ``heatmap`` (float32, the frame's H x W) is computed on first access.
+
+    ``rule`` is the model's (the manifest's threshold and direction), so ``is_anomalous`` is
+    the verdict training evaluated.
+    """
 
     score: float
-    threshold: float
+    rule: ScoreRule
     tile_scores: np.ndarray
     _maps: np.ndarray | None = field(default=None, repr=False)
     _layout: TileLayout | None = field(default=None, repr=False)
     _heatmap: np.ndarray | None = field(default=None, repr=False)
 
     @property
+    def threshold(self) -> float:
+        return self.rule.threshold
+
+    @property
     def is_anomalous(self) -> bool:
-        return bool(self.score >= self.threshold)
+        return self.rule.exceeds(self.score)
 
     @property
     def heatmap(self) -> np.ndarray | None:
@@ -61,10 +70,15 @@ class ImageModel:
         self.spec: ImagePreprocessingSpec = m.preprocessing
         self.name = m.name
         self.version = m.version
-        self.threshold = float(m.score.threshold)
+        self.rule = ScoreRule.from_score_info(m.score)
         self._score_output = m.score.output
         self._heatmap_output = m.score.detail_output
         self._pre = ImagePreprocessor(self.spec)
+
+    @property
+    def threshold(self) -> float:
+        """The manifest's threshold; ``rule`` also says which side of it is anomalous."""
+        return self.rule.threshold
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto") -> ImageModel:
@@ -82,7 +96,8 @@ class ImageModel:
             raise DataError(f"model {self.name} {self.version} returned a non-finite score {tile_scores.tolist()} "
                             f"for a frame of shape {frame.shape}")
         maps = out.get(self._heatmap_output) if self._heatmap_output else None
-        return ImageResult(float(tile_scores.max()), self.threshold, tile_scores, maps, layout)
+        worst = tile_scores.max() if self.rule.higher_is_anomalous else tile_scores.min()
+        return ImageResult(float(worst), self.rule, tile_scores, maps, layout)
 
     def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, TileLayout]:
         try:

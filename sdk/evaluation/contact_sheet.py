@@ -1,9 +1,10 @@
 """A contact sheet of the parts a model got most wrong, with their anomaly heatmaps overlaid.
 
-Two panels: the worst false accepts (defective parts with the lowest scores, below the
-threshold: the ones that would ship) and the worst false rejects (good parts with the
-highest scores, at or above it: the ones that would be scrapped). A part is rejected when
-its score is at or above the threshold, as everywhere in factoryedge. Where a model makes no
+Two panels: the worst false accepts (defective parts scored furthest on the normal side of
+the threshold: the ones that would ship) and the worst false rejects (good parts scored
+furthest on the anomalous side: the ones that would be scrapped). A part is rejected when
+``factoryedge.scoring.ScoreRule`` says so, as everywhere in factoryedge: at or above the
+threshold, or at or below it for a score where lower is anomalous. Where a model makes no
 error of a kind, the panel shows the parts of that kind nearest the threshold instead and
 its title says so: how close they came is the margin the threshold has.
 
@@ -24,6 +25,7 @@ import numpy as np
 from factoryedge.errors import ConfigError, DataError
 from factoryedge.evaluation.plots import _pyplot
 from factoryedge.features.overlay import colour_table, heatmap_overlay
+from factoryedge.scoring import ScoreRule
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,9 @@ COLUMNS = 4
 class WorstCases:
     """Indices into the inputs, worst first.
 
-    ``accepts_are_errors`` False means no defective part scored below the threshold and
-    ``false_accepts`` holds the defective parts nearest it (lowest scores) instead; likewise
-    ``rejects_are_errors`` for the good parts with the highest scores.
+    ``accepts_are_errors`` False means no defective part scored on the normal side of the
+    threshold and ``false_accepts`` holds the defective parts nearest it instead; likewise
+    ``rejects_are_errors`` for the good parts nearest the anomalous side.
     """
 
     false_accepts: list[int]
@@ -48,9 +50,11 @@ class WorstCases:
     n_false_rejects: int
     n_defective: int
     n_good: int
+    higher_is_anomalous: bool = True
 
 
-def select_worst(scores: Sequence[float], labels: Sequence, threshold: float, n_worst: int = 8) -> WorstCases:
+def select_worst(scores: Sequence[float], labels: Sequence, threshold: float, n_worst: int = 8, *,
+                 higher_is_anomalous: bool = True) -> WorstCases:
     """Pick up to ``n_worst`` false accepts and false rejects, or the nearest misses where there are none.
 
     ``labels`` are "good" or a defect type per part (as ``image_report`` takes them), or
@@ -58,17 +62,19 @@ def select_worst(scores: Sequence[float], labels: Sequence, threshold: float, n_
     """
     s = _scores(scores)
     defect = _is_defect(labels, len(s))
-    thr = _threshold(threshold)
+    rule = ScoreRule(_threshold(threshold), bool(higher_is_anomalous))
     if not isinstance(n_worst, (int, np.integer)) or isinstance(n_worst, bool) or n_worst < 1:
         raise ConfigError(f"n_worst {n_worst!r} must be a positive integer")
     bad = np.flatnonzero(defect)
     good = np.flatnonzero(~defect)
-    # Lowest-scoring defective parts first: the false accepts if any score is below the
-    # threshold, otherwise the ones that came nearest to slipping through.
-    bad = bad[np.argsort(s[bad], kind="stable")]
-    good = good[np.argsort(-s[good], kind="stable")]
-    fa = bad[s[bad] < thr]
-    fr = good[s[good] >= thr]
+    # Most normal-looking defective parts first: the false accepts if any is on the normal
+    # side of the threshold, otherwise the ones that came nearest to slipping through.
+    anomalous = rule.is_anomalous(s)
+    oriented = s if rule.higher_is_anomalous else -s
+    bad = bad[np.argsort(oriented[bad], kind="stable")]
+    good = good[np.argsort(-oriented[good], kind="stable")]
+    fa = bad[~anomalous[bad]]
+    fr = good[anomalous[good]]
     return WorstCases(
         false_accepts=[int(i) for i in (fa if len(fa) else bad)[:n_worst]],
         false_rejects=[int(i) for i in (fr if len(fr) else good)[:n_worst]],
@@ -78,6 +84,7 @@ def select_worst(scores: Sequence[float], labels: Sequence, threshold: float, n_
         n_false_rejects=len(fr),
         n_defective=len(bad),
         n_good=len(good),
+        higher_is_anomalous=rule.higher_is_anomalous,
     )
 
 
@@ -93,6 +100,7 @@ def contact_sheet(
     *,
     colour_order: str = "rgb",
     title: str | None = None,
+    higher_is_anomalous: bool = True,
 ) -> Path | None:
     """Write one PNG of the worst false accepts and false rejects, each with its heatmap overlaid.
 
@@ -100,14 +108,16 @@ def contact_sheet(
     file paths; only the chosen ones are read. ``heatmaps`` (any resolution, resized to
     each image; None for none) share one colour scale across the sheet, so heat compares
     between panels. Each tile shows the name, score, threshold and true label, in red where
-    the model was wrong. Returns the path, or None where matplotlib is not installed.
+    the model was wrong (by ``ScoreRule(threshold, higher_is_anomalous)``). Returns the path,
+    or None where matplotlib is not installed.
     """
     n = len(images)
     given = {"scores": scores, "labels": labels, "names": names, "heatmaps": heatmaps}
     for what, seq in given.items():
         if seq is not None and len(seq) != n:
             raise DataError(f"{len(seq)} {what} for {n} images; give one per image")
-    worst = select_worst(scores, labels, threshold, n_worst)
+    worst = select_worst(scores, labels, threshold, n_worst, higher_is_anomalous=higher_is_anomalous)
+    rule = ScoreRule(float(threshold), worst.higher_is_anomalous)
     plt = _pyplot()
     if plt is None:
         return None
@@ -140,7 +150,7 @@ def contact_sheet(
             if i in maps:
                 picture = heatmap_overlay(picture, maps[i], vmin=vmin, vmax=vmax)
             ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255)
-            wrong = defect[i] == (s[i] < thr)
+            wrong = bool(defect[i]) != rule.exceeds(s[i])
             ax.set_title(f"{names[i]}\nscore {s[i]:.4g}  (thr {thr:.4g})\ntrue: {_label_text(labels[i])}",
                          fontsize=8, color="tab:red" if wrong else "black")
         if not idx:
@@ -158,8 +168,9 @@ def _accept_title(w: WorstCases, thr: float) -> str:
     if not w.n_defective:
         return "False accepts: no defective parts in the set"
     if w.accepts_are_errors:
-        return (f"False accepts: {w.n_false_accepts} of {w.n_defective} defective parts scored below "
-                f"the threshold {thr:.4g}; the {len(w.false_accepts)} lowest")
+        side, most = ("below", "lowest") if w.higher_is_anomalous else ("above", "highest")
+        return (f"False accepts: {w.n_false_accepts} of {w.n_defective} defective parts scored {side} "
+                f"the threshold {thr:.4g}; the {len(w.false_accepts)} {most}")
     return (f"No false accepts (all {w.n_defective} defective parts rejected): "
             f"the {len(w.false_accepts)} nearest the threshold {thr:.4g}")
 
@@ -168,8 +179,9 @@ def _reject_title(w: WorstCases, thr: float) -> str:
     if not w.n_good:
         return "False rejects: no good parts in the set"
     if w.rejects_are_errors:
-        return (f"False rejects: {w.n_false_rejects} of {w.n_good} good parts scored at or above "
-                f"the threshold {thr:.4g}; the {len(w.false_rejects)} highest")
+        side, most = ("at or above", "highest") if w.higher_is_anomalous else ("at or below", "lowest")
+        return (f"False rejects: {w.n_false_rejects} of {w.n_good} good parts scored {side} "
+                f"the threshold {thr:.4g}; the {len(w.false_rejects)} {most}")
     return (f"No false rejects (all {w.n_good} good parts accepted): "
             f"the {len(w.false_rejects)} nearest the threshold {thr:.4g}")
 

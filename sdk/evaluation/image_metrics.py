@@ -12,19 +12,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from factoryedge.errors import DataError
-from factoryedge.evaluation.metrics import _sklearn_metrics
+from factoryedge.evaluation.metrics import _sklearn_metrics, ranking_scores
+from factoryedge.scoring import ScoreRule
 
 GOOD = "good"
 
 
-def image_report(scores: Sequence[float], defect_types: Sequence[str], threshold: float | None = None) -> dict:
+def image_report(scores: Sequence[float], defect_types: Sequence[str], threshold: float | None = None, *,
+                 higher_is_anomalous: bool = True) -> dict:
     """AUROC and average precision (and, with a threshold, precision/recall/F1) per defect type.
 
     ``defect_types`` holds "good" or the defect type of each image. A part is rejected when
-    its score is at or above the threshold; ``false_reject_rate`` is the share of good parts
-    rejected.
+    ``ScoreRule(threshold, higher_is_anomalous)`` finds its score anomalous (at or above the
+    threshold, or at or below it where lower is anomalous); ``false_reject_rate`` is the
+    share of good parts rejected. AUROC and AP rank the scores in the same direction.
     """
     m = _sklearn_metrics()
+    rule = None if threshold is None else ScoreRule(float(threshold), higher_is_anomalous)
     s = np.asarray(scores, dtype=np.float64)
     types = np.asarray(defect_types)
     if s.shape != types.shape or s.ndim != 1:
@@ -38,14 +42,15 @@ def image_report(scores: Sequence[float], defect_types: Sequence[str], threshold
     def block(pos: np.ndarray) -> dict:
         keep = good | pos
         y, x = pos[keep].astype(int), s[keep]
+        ranked = ranking_scores(x, higher_is_anomalous)
         out = {
             "n_defective": int(pos.sum()),
             "n_good": int(good.sum()),
-            "auroc": float(m.roc_auc_score(y, x)),
-            "average_precision": float(m.average_precision_score(y, x)),
+            "auroc": float(m.roc_auc_score(y, ranked)),
+            "average_precision": float(m.average_precision_score(y, ranked)),
         }
-        if threshold is not None:
-            pred = x >= threshold
+        if rule is not None:
+            pred = rule.is_anomalous(x)
             out.update(
                 precision=float(m.precision_score(y, pred, zero_division=0)),
                 recall=float(m.recall_score(y, pred, zero_division=0)),
@@ -56,9 +61,10 @@ def image_report(scores: Sequence[float], defect_types: Sequence[str], threshold
     report = {"overall": block(~good), "per_type": {}}
     for t in sorted(set(types.tolist()) - {GOOD}):
         report["per_type"][t] = block(types == t)
-    if threshold is not None:
-        report["threshold"] = float(threshold)
-        report["false_reject_rate"] = float(np.mean(s[good] >= threshold))
+    if rule is not None:
+        report["threshold"] = rule.threshold
+        report["higher_is_anomalous"] = rule.higher_is_anomalous
+        report["false_reject_rate"] = float(np.mean(rule.is_anomalous(s[good])))
     return report
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from factoryedge.data.images import GOOD, ImageSample, read_gray, read_mask, read_rgb
 from factoryedge.errors import DataError
 from factoryedge.evaluation.image_metrics import image_report, pixel_auroc
+from factoryedge.scoring import ScoreRule
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,16 @@ def read_image(sample: ImageSample, colour: str) -> np.ndarray:
 
 def evaluate_inspection(
     score: ScoreFn, samples: Sequence[ImageSample], threshold: float, out: Path, title: str,
-    colour: str = "gray", n_worst: int = 8,
+    colour: str = "gray", n_worst: int = 8, *, higher_is_anomalous: bool = True,
 ) -> dict:
     """Score every sample, write ``metrics.json``, ``scores.csv``, ``scores.png`` and ``contact_sheet.png``.
 
-    Needs good and defective samples. Pixel AUROC is reported where the defective samples
-    have masks and the model gives heatmaps.
+    Needs good and defective samples. A part is rejected by ``ScoreRule(threshold,
+    higher_is_anomalous)``, the manifest's ``score`` section (``ImageModel.rule`` on the
+    device). Pixel AUROC is reported where the defective samples have masks and the model
+    gives heatmaps (higher heat = more anomalous).
     """
+    rule = ScoreRule(float(threshold), higher_is_anomalous)
     samples = list(samples)
     if not samples:
         raise DataError("no test images to evaluate; expected test/good/ and test/<defect>/ images")
@@ -46,7 +50,8 @@ def evaluate_inspection(
     scores = np.array([s for s, _ in scored], dtype=np.float64)
     heatmaps = [h for _, h in scored]
     types = [s.defect_type for s in samples]
-    report: dict = {"title": title, "n_images": len(samples), "image": image_report(scores, types, threshold)}
+    image = image_report(scores, types, rule.threshold, higher_is_anomalous=rule.higher_is_anomalous)
+    report: dict = {"title": title, "n_images": len(samples), "image": image}
     masks = [read_mask(s.mask_path) if s.mask_path else None for s in samples]
     if all(h is not None for h in heatmaps) and any(m is not None for m in masks):
         report["pixel"] = pixel_auroc(heatmaps, masks, types, stride=2)
@@ -58,11 +63,11 @@ def evaluate_inspection(
         w = csv.writer(f)
         w.writerow(["image", "defect_type", "score", "verdict"])
         for s, v in zip(samples, scores):
-            w.writerow([s.path, s.defect_type, f"{v:.6g}", "reject" if v >= threshold else "pass"])
-    plot = _score_plot(scores, types, threshold, out / "scores.png", title, report)
+            w.writerow([s.path, s.defect_type, f"{v:.6g}", "reject" if rule.exceeds(v) else "pass"])
+    plot = _score_plot(scores, types, rule, out / "scores.png", title, report)
     if plot:
         files["scores_png"] = plot
-    sheet = _contact_sheet(images, heatmaps, scores, types, threshold, samples, out / "contact_sheet.png", n_worst)
+    sheet = _contact_sheet(images, heatmaps, scores, types, rule, samples, out / "contact_sheet.png", n_worst)
     if sheet:
         files["contact_sheet"] = sheet
     report["files"] = {k: str(v) for k, v in files.items()}
@@ -70,8 +75,8 @@ def evaluate_inspection(
     return report
 
 
-def _score_plot(scores, types, threshold, path: Path, title: str, report: dict) -> Path | None:
-    from factoryedge.evaluation.metrics import _sklearn_metrics
+def _score_plot(scores, types, rule: ScoreRule, path: Path, title: str, report: dict) -> Path | None:
+    from factoryedge.evaluation.metrics import _sklearn_metrics, ranking_scores
     from factoryedge.evaluation.plots import plot_scores
 
     m = _sklearn_metrics()
@@ -80,12 +85,12 @@ def _score_plot(scores, types, threshold, path: Path, title: str, report: dict) 
     roc = {}
     for k in sorted(set(types) - {GOOD}):
         keep = (t == GOOD) | (t == k)
-        fpr, tpr, _ = m.roc_curve((t[keep] == k).astype(int), scores[keep])
+        fpr, tpr, _ = m.roc_curve((t[keep] == k).astype(int), ranking_scores(scores[keep], rule.higher_is_anomalous))
         roc[k] = (fpr, tpr, report["image"]["per_type"][k]["auroc"])
-    return plot_scores(by_type, threshold, roc, path, title)
+    return plot_scores(by_type, rule.threshold, roc, path, title)
 
 
-def _contact_sheet(images, heatmaps, scores, types, threshold, samples, path: Path, n_worst: int) -> Path | None:
+def _contact_sheet(images, heatmaps, scores, types, rule: ScoreRule, samples, path: Path, n_worst: int) -> Path | None:
     try:
         from factoryedge.evaluation.contact_sheet import contact_sheet
     except ImportError as e:  # matplotlib missing: the train extra
@@ -93,7 +98,8 @@ def _contact_sheet(images, heatmaps, scores, types, threshold, samples, path: Pa
         return None
     labels = [t != GOOD for t in types]
     names = [f"{s.defect_type}/{Path(s.path).name}" for s in samples]
-    return contact_sheet(images, heatmaps, scores, labels, threshold, names, path, n_worst=n_worst)
+    return contact_sheet(images, heatmaps, scores, labels, rule.threshold, names, path, n_worst=n_worst,
+                         higher_is_anomalous=rule.higher_is_anomalous)
 
 
 def format_inspection_report(report: dict) -> str:

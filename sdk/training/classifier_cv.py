@@ -28,6 +28,7 @@ import torch
 from factoryedge.errors import ConfigError, DataError
 from factoryedge.evaluation.image_metrics import image_report
 from factoryedge.features.image import ImagePreprocessingSpec
+from factoryedge.scoring import ScoreRule
 from factoryedge.training.defect_classifier import DefectClassifierConfig, build_views, fit_defect_classifier
 
 log = logging.getLogger(__name__)
@@ -95,29 +96,32 @@ def imbalanced_splits(types, groups, cv: CVConfig) -> list[dict]:
 
 
 def _counts(types: np.ndarray) -> dict:
-    n_def = int(np.sum(types != GOOD))
-    return {"good": int(np.sum(types == GOOD)), "defective": n_def, "defects_per_good": round(n_def / max(1, int(np.sum(types == GOOD))), 4)}
+    n_def, n_good = int(np.sum(types != GOOD)), int(np.sum(types == GOOD))
+    return {"good": n_good, "defective": n_def, "defects_per_good": round(n_def / max(1, n_good), 4)}
 
 
-def _fold_figures(scores: np.ndarray, types: np.ndarray, threshold: float) -> dict:
-    rep = image_report(scores, types.tolist(), threshold)
+def _fold_figures(scores: np.ndarray, types: np.ndarray, rule: ScoreRule) -> dict:
+    rep = image_report(scores, types.tolist(), rule.threshold, higher_is_anomalous=rule.higher_is_anomalous)
     o = rep["overall"]
     out = {k: o[k] for k in ("auroc", "average_precision", "f1", "precision", "recall")}
     out["false_reject_rate"] = rep["false_reject_rate"]
-    pred = scores >= threshold
+    pred = rule.is_anomalous(scores)
     out["per_type_recall"] = {t: float(pred[types == t].mean()) for t in sorted(set(types.tolist()) - {GOOD})}
     out["per_type_detected"] = {t: [int(pred[types == t].sum()), int(np.sum(types == t))] for t in out["per_type_recall"]}
     return out
 
 
 def _mean_sd(rows: list[dict]) -> dict:
+    def mean_sd(v: list[float]) -> dict:
+        return {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
+
     keys = ("auroc", "average_precision", "f1", "precision", "recall", "false_reject_rate")
-    out = {k: {"mean": float(np.mean([r[k] for r in rows])), "sd": float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0} for k in keys}
+    out = {k: mean_sd([r[k] for r in rows]) for k in keys}
     kinds = sorted({t for r in rows for t in r["per_type_recall"]})
     out["per_type_recall"] = {}
     for t in kinds:
         v = [r["per_type_recall"][t] for r in rows if t in r["per_type_recall"]]
-        out["per_type_recall"][t] = {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+        out["per_type_recall"][t] = {**mean_sd(v), "n": len(v)}
     return out
 
 
@@ -164,13 +168,14 @@ def cross_validate(
             scores = torch.sigmoid(trained.module.logits_from(views.clean[ev])).numpy().astype(np.float64)
         ev_types = types[s["eval"]]
         row = {"repeat": s["repeat"], "fold": s["fold"], "train": _counts(types[s["train"]]), "eval": _counts(ev_types)}
-        row.update(_fold_figures(scores, ev_types, trained.threshold))
+        rule = ScoreRule(trained.threshold)  # the classifier's score is a defect probability: higher is anomalous
+        row.update(_fold_figures(scores, ev_types, rule))
         row.update(threshold=trained.threshold, epochs=trained.info["epochs_chosen"], held_out_train=trained.info["held_out"])
         folds.append(row)
         p = pooled.setdefault(s["repeat"], {"scores": [], "types": [], "pred": []})
         p["scores"].append(scores)
         p["types"].append(ev_types)
-        p["pred"].append(scores >= trained.threshold)
+        p["pred"].append(rule.is_anomalous(scores))
         log.info(
             "repeat %d fold %d: AUROC %.3f AP %.3f recall %.2f precision %.2f (%d good, %d defective)",
             s["repeat"], s["fold"], row["auroc"], row["average_precision"], row["recall"], row["precision"],
@@ -224,7 +229,8 @@ def format_markdown(result: dict) -> str:
     proto = result["protocol"]
     cols = ("auroc", "average_precision", "f1", "precision", "recall", "false_reject_rate")
     kinds = sorted(result["summary"]["per_fold"]["per_type_recall"])
-    head = ["repeat", "fold", "good", "defective"] + ["AUROC", "AP", "F1", "precision", "recall", "false rejects"] + [f"recall {k}" for k in kinds]
+    head = (["repeat", "fold", "good", "defective", "AUROC", "AP", "F1", "precision", "recall", "false rejects"]
+            + [f"recall {k}" for k in kinds])
     lines = [
         f"Defect classifier ({result['backbone']}): {proto['repeats']} repeats x {proto['folds']} folds, "
         f"{proto['imbalance']}; stratified by {proto['stratified_by']}; grouped by {proto['grouped_by']}.",
@@ -243,5 +249,6 @@ def format_markdown(result: dict) -> str:
     for name, key in (("mean ± sd over folds", "per_fold"), ("mean ± sd over pooled repeats", "per_repeat_pooled")):
         s = result["summary"][key]
         per = [f"{s['per_type_recall'][k]['mean']:.3f} ± {s['per_type_recall'][k]['sd']:.3f}" for k in kinds]
-        lines.append(f"| {name} | | | | " + " | ".join(f"{s[c]['mean']:.3f} ± {s[c]['sd']:.3f}" for c in cols) + " | " + " | ".join(per) + " |")
+        figures = " | ".join(f"{s[c]['mean']:.3f} ± {s[c]['sd']:.3f}" for c in cols)
+        lines.append(f"| {name} | | | | {figures} | " + " | ".join(per) + " |")
     return "\n".join(lines) + "\n"

@@ -36,7 +36,7 @@ from torch.utils.data import WeightedRandomSampler
 
 from factoryedge.errors import ConfigError, DataError
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor
-from factoryedge.scoring import score_stats
+from factoryedge.scoring import ScoreRule, score_stats
 from factoryedge.training.classifier_net import (
     ARCHITECTURES,
     GRID_STRIDE,
@@ -311,7 +311,8 @@ def fit_defect_classifier(
         encoder, _, note = make_encoder(config.pretrained)
         views = build_views(images, y, masks, spec, config, encoder)
     elif len(views) != len(images) or not np.array_equal(views.labels, y):
-        raise DataError(f"views hold {len(views)} images with other labels than the {len(images)} given; build them from these images")
+        raise DataError(f"views hold {len(views)} images with other labels than the {len(images)} given; "
+                        "build them from these images")
     t_views = time.perf_counter() - t0
 
     folds = StratifiedKFold(config.calibration_folds, shuffle=True, random_state=config.seed).split(y, y)
@@ -340,7 +341,7 @@ def fit_defect_classifier(
         encoder = make_encoder(True if views.pretrained else False)[0]
     net.encoder = encoder
     net.eval()
-    pred = held >= threshold
+    pred = ScoreRule(threshold).is_anomalous(held)  # the score is a defect probability: higher is anomalous
     tp = int((pred & (y == 1)).sum())
     info = {
         "n_images": int(len(y)),
@@ -378,7 +379,8 @@ def fit_defect_classifier(
             f"(sharpness {config.sharpness}) of per-cell defect logits; heatmap = per-cell probabilities "
             f"on a {h} x {w} grid of {GRID_STRIDE}-px cells (class-activation map)"
         ),
-        parameters={"hidden": config.hidden, "sharpness": config.sharpness, "grid_stride": GRID_STRIDE, "dropout": config.dropout},
+        parameters={"hidden": config.hidden, "sharpness": config.sharpness, "grid_stride": GRID_STRIDE,
+                    "dropout": config.dropout},
         info=info,
         history=history,
         curves=learning_curves(history, info["backbone"]),

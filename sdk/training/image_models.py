@@ -11,22 +11,25 @@ Each entry imports its torch code only when used.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from factoryedge.errors import ConfigError
 from factoryedge.features.image import ImagePreprocessingSpec
 from factoryedge.manifest import ThresholdRule
+from factoryedge.parity import Tolerance, tolerance
 from factoryedge.training.image_common import TrainedImageModel
 
 
 @dataclass(frozen=True)
 class Architecture:
+    """One entry of ``factoryedge train image``; ``parity_tolerance`` is the export's, from ``factoryedge.parity``."""
+
     summary: str
     supervised: bool
-    parity_tolerance: float
+    parity_tolerance: Tolerance
     fit: Callable[..., TrainedImageModel]
 
 
@@ -54,7 +57,7 @@ def _patchcore(good: list[np.ndarray], *, seed: int = 0, spec: ImagePreprocessin
 
 
 # Native resolution (sides to multiples of 64), per-image grey-level standardisation, a 64 px
-# mirrored margin: measured best on the magnetic tiles (see exporters/patchcore_experiment).
+# mirrored margin: measured best on the magnetic tiles (see experiments/patchcore_experiment.py).
 PATCHCORE_SPEC = ImagePreprocessingSpec(resize="none", multiple=64, intensity="standardize", margin=64)
 
 
@@ -110,10 +113,11 @@ def supervised_split(data, seed: int = 0, held_out: float = 0.3):
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "patchcore": Architecture("pretrained patch features vs a memory bank of good patches", False, 1e-3, _patchcore),
-    "fanogan": Architecture("WGAN-GP generator with an izi_f encoder; residual heatmap", False, 1e-4, _fanogan),
-    "autoencoder": Architecture("convolutional autoencoder; residual heatmap", False, 1e-4, _autoencoder),
-    "classifier": Architecture("supervised defect classifier for heavy imbalance", True, 1e-4, _classifier),
+    "patchcore": Architecture("pretrained patch features vs a memory bank of good patches", False,
+                              tolerance("export_memory_bank"), _patchcore),
+    "fanogan": Architecture("WGAN-GP generator with an izi_f encoder; residual heatmap", False, tolerance("export"), _fanogan),
+    "autoencoder": Architecture("convolutional autoencoder; residual heatmap", False, tolerance("export"), _autoencoder),
+    "classifier": Architecture("supervised defect classifier for heavy imbalance", True, tolerance("export"), _classifier),
 }
 
 

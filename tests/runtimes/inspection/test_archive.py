@@ -71,3 +71,21 @@ def test_a_full_queue_drops_instead_of_blocking(tmp_path):
     results = [a.submit(big, {}, f"p{i}") for i in range(20)]
     a.close()
     assert not all(results) and a.stats["dropped"] == results.count(False)
+
+
+def test_heatmap_picture_is_the_shared_overlay_and_a_bad_heatmap_costs_only_the_picture(tmp_path):
+    import cv2
+
+    from factoryedge.features.overlay import heatmap_overlay
+
+    bgr = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    heat = np.random.default_rng(2).random((6, 8))
+    a = RejectArchive(tmp_path)
+    assert a.submit(bgr, {}, "hot", heatmap=heat)
+    assert a.submit(bgr, {}, "nan", heatmap=np.full((6, 8), np.nan))
+    a.close()
+    hot, nan = a.entries()
+    picture = cv2.imread(str(tmp_path / f"{hot}.heat.png"))  # BGR, as the frame was
+    np.testing.assert_array_equal(picture[..., ::-1], heatmap_overlay(bgr, heat, colour_order="bgr"))
+    assert not (tmp_path / f"{nan}.heat.png").exists() and (tmp_path / f"{nan}.png").is_file()
+    assert a.stats["write_errors"] == 0 and a.stats["written"] == 2

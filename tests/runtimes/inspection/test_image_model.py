@@ -70,3 +70,17 @@ def test_vibration_bundle_is_refused(tmp_path):
     tiny_bundle(tmp_path / "vib")
     with pytest.raises(BundleError, match="'image' bundle"):
         ImageModel.load(tmp_path / "vib")
+
+
+def test_the_manifests_direction_decides(bundle):
+    """A lower-is-anomalous manifest: the part's score is its lowest tile's and at or below the threshold rejects."""
+    from factoryedge.bundle import Bundle
+    from factoryedge.runtimes.backends.select import open_backend
+
+    m = bundle.manifest
+    flipped = Bundle(bundle.path, m.model_copy(update={"score": m.score.model_copy(update={"higher_is_anomalous": False})}))
+    with ImageModel(flipped, open_backend(flipped, "onnxruntime")) as model:
+        assert model.rule.higher_is_anomalous is False and model.threshold == m.score.threshold
+        good = model.score(uniform_part(seed=200))
+        assert good.score == pytest.approx(float(good.tile_scores.min())) and good.threshold == model.threshold
+        assert good.is_anomalous == (good.score <= model.threshold) and good.is_anomalous  # good scores are low

@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 
 import factoryedge.evaluation.contact_sheet as cs
-from factoryedge.evaluation.contact_sheet import contact_sheet, select_worst
 from factoryedge.errors import ConfigError, DataError
+from factoryedge.evaluation.contact_sheet import contact_sheet, select_worst
 
 #                 0       1         2       3      4       5       6      7
 LABELS = ["good", "scratch", "good", "pit", "good", "chip", "good", "pit"]
@@ -87,3 +87,14 @@ def test_sheet_checks_lengths_and_skips_without_matplotlib(tmp_path, monkeypatch
     monkeypatch.setattr(cs, "_pyplot", lambda: None)
     assert contact_sheet(images, heatmaps, [0.1, 0.2, 0.3], ["good"] * 3, 0.5, ["a", "b", "c"], tmp_path / "x.png") is None
     assert not (tmp_path / "x.png").exists()
+
+
+def test_lower_is_anomalous_picks_the_mirror_image():
+    """Negated scores, negated threshold, other direction: the same parts are the worst errors."""
+    higher = select_worst(SCORES, LABELS, threshold=0.5)
+    lower = select_worst([-s for s in SCORES], LABELS, threshold=-0.5, higher_is_anomalous=False)
+    assert lower.false_accepts == higher.false_accepts == [1, 7, 3]
+    assert lower.false_rejects == higher.false_rejects == [2, 6, 4]
+    assert not lower.higher_is_anomalous and lower.n_false_accepts == higher.n_false_accepts
+    assert "scored above the threshold -0.5; the 3 highest" in cs._accept_title(lower, -0.5)
+    assert "scored at or below the threshold -0.5; the 3 lowest" in cs._reject_title(lower, -0.5)

@@ -1,6 +1,6 @@
 """The supervised defect classifier on small synthetic textures with rare dark blobs.
 
-The real magnetic-tile figures come from ``python -m factoryedge.exporters.classifier_experiment``;
+The real magnetic-tile figures come from ``python -m experiments.classifier_experiment``;
 these tests train the small CNN (and, where its wheels are installed, a head on the frozen
 EfficientNet-Lite0) on 64 x 64 images in seconds.
 """

@@ -1,6 +1,6 @@
 """f-AnoGAN on small synthetic textures: a dark blob must stand out, in torch and in ONNX.
 
-The magnetic-tile figures come from ``python -m factoryedge.exporters.image_models_experiment``;
+The magnetic-tile figures come from ``python -m experiments.image_models_experiment``;
 these tests train tiny networks on 16 px tiles for a few hundred iterations (seconds).
 """
 import numpy as np
@@ -9,8 +9,8 @@ import torch
 
 from factoryedge.errors import ConfigError, DataError
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor, stitch
-from factoryedge.training.fanogan import FAnoGANConfig, FAnoGANScorer, fit_fanogan, gradient_penalty
 from factoryedge.scoring import calibrate_threshold
+from factoryedge.training.fanogan import FAnoGANConfig, FAnoGANScorer, fit_fanogan, gradient_penalty
 from factoryedge.training.image_fit import score_tiled, split_held_out, with_score_reduction
 
 SPEC = ImagePreprocessingSpec(tile=16, stride=8, mean=(0.5,) * 3, std=(0.25,) * 3)

@@ -1,6 +1,6 @@
 """PatchCore on small synthetic textures: a bright spot must stand out, in torch and in ONNX.
 
-The real magnetic-tile figures come from ``python -m factoryedge.exporters.patchcore_experiment``
+The real magnetic-tile figures come from ``python -m experiments.patchcore_experiment``
 (about 3 minutes); these tests use a small two-branch configuration that runs in seconds.
 """
 import numpy as np
@@ -136,19 +136,22 @@ def test_configuration_errors():
 
 @pytest.mark.slow
 def test_onnx_export_matches_torch_with_dynamic_sizes(fitted, tmp_path):
-    from factoryedge.exporters.onnx_export import check_parity
-    from factoryedge.exporters.patchcore_experiment import PARITY_TOLERANCE, export_patchcore
+    """The product export path (``factoryedge train image``), at the PatchCore architecture's tolerance."""
+    from factoryedge.exporters.image_bundle import export_image_onnx
+    from factoryedge.training.image_models import architecture
 
+    tol = architecture("patchcore").parity_tolerance
     trained, good, spotted = fitted
     pre = ImagePreprocessor(SPEC)
     golden = np.concatenate([pre(good[0]), pre(spotted[0])])
-    path = tmp_path / "patchcore.onnx"
-    export_patchcore(trained.model, golden, path)
-    record, ort = check_parity(trained.model, path, golden, trained.threshold, PARITY_TOLERANCE)
-    assert record.decisions_changed == 0 and max(record.max_abs_diff.values()) <= PARITY_TOLERANCE
-    assert ort["heatmap"].shape == (2, 16, 24)
     # Another image size through the same graph: the batch, height and width are dynamic.
     rng = np.random.default_rng(5)
     other = np.concatenate([pre(_texture(rng, 96, 48)) for _ in range(3)])
-    record, ort = check_parity(trained.model, path, other, trained.threshold, PARITY_TOLERANCE)
-    assert ort["heatmap"].shape == (3, 24, 12)
+    path = tmp_path / "patchcore.onnx"
+    (record, ort), (record_other, ort_other) = export_image_onnx(trained.model, SPEC, [golden, other], path,
+                                                                trained.threshold, tol)
+    assert tol.atol == 1e-3 and record.tolerance == tol.atol
+    assert record.decisions_changed == 0 and max(record.max_abs_diff.values()) <= tol.atol
+    assert ort["heatmap"].shape == (2, 16, 24)
+    assert record_other.decisions_changed == 0 and max(record_other.max_abs_diff.values()) <= tol.atol
+    assert ort_other["heatmap"].shape == (3, 24, 12)

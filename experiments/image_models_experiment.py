@@ -1,6 +1,6 @@
 """f-AnoGAN, a convolutional autoencoder and PatchCore on the magnetic-tile set, side by side.
 
-Run: ``python -m factoryedge.exporters.image_models_experiment --out DIR [--data FOLDER]``
+Run from the repository root: ``python -m experiments.image_models_experiment --out DIR [--data FOLDER]``
 (15 to 20 minutes on one CPU thread). All three train on train/good only and are scored on
 test/ (132 defective vs 40 good images). Writes ``DIR/results.json``, ``DIR/results.md``,
 the learning curves per model (``DIR/<model>/learning_curve.csv`` / ``.png``; PatchCore has
@@ -48,17 +48,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.patchcore_experiment import operating_points
 from factoryedge.data.images import load_inspection_set, magnetic_tile_root, read_gray, read_mask
 from factoryedge.errors import FactoryEdgeError
 from factoryedge.evaluation.image_metrics import image_report, pixel_auroc
-from factoryedge.exporters.onnx_export import PARITY_TOLERANCE, check_parity, export_onnx
-from factoryedge.exporters.patchcore_experiment import operating_points
+from factoryedge.exporters.image_bundle import export_image_onnx
 from factoryedge.features.image import ImagePreprocessor, stitch
 from factoryedge.training.conv_autoencoder import AutoencoderConfig, fit_conv_autoencoder
 from factoryedge.training.fanogan import FAnoGANConfig, fit_fanogan
 from factoryedge.training.image_common import TrainedImageModel
-from factoryedge.training.image_models import TILED_SPEC
 from factoryedge.training.image_fit import SCORE_REDUCTIONS, score_tiled, with_score_reduction
+from factoryedge.training.image_models import TILED_SPEC
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ def export_and_check(trained: TrainedImageModel, test: list[np.ndarray], path: P
     """ONNX export (dynamic batch of tiles) and ONNX Runtime parity on two test images' tiles."""
     pre = ImagePreprocessor(trained.spec)
     golden = np.concatenate([pre(test[0]), pre(test[-1])])[:64]
-    export_onnx(trained.module, golden, path, ["score", "heatmap"])
-    return check_parity(trained.module, path, golden, trained.threshold, PARITY_TOLERANCE)[0].model_dump()
+    ((record, _),) = export_image_onnx(trained.module, trained.spec, [golden], path, trained.threshold)
+    return record.model_dump()
 
 
 def run_reconstruction(name: str, trained: TrainedImageModel, data, test, types, masks, out: Path, seconds_fit: float) -> dict:
@@ -138,7 +138,7 @@ def run(out: Path, root: Path | None = None, seed: int = 0, with_patchcore: bool
             results[f"{name}/{reduction}"] = run_reconstruction(name, variant, data, test, types, masks, out, seconds_fit)
         log.info("%s done in %.0f s", name, time.perf_counter() - t)
     if with_patchcore:
-        from factoryedge.exporters import patchcore_experiment
+        from experiments import patchcore_experiment
         from factoryedge.training.patchcore import PatchCoreConfig
 
         t = time.perf_counter()
@@ -162,13 +162,14 @@ def run(out: Path, root: Path | None = None, seed: int = 0, with_patchcore: bool
 
 
 def _summary(r: dict) -> dict:
+    parities = r["parity"] if isinstance(r["parity"], list) else [r["parity"]]  # PatchCore checks several sizes
     return {
         "architecture": r["architecture"],
         "score_definition": r.get("score_definition"),
         "threshold": r["threshold"],
         "image": r["image"],
         "pixel": r["pixel"],
-        "parity_max_abs_diff": [max(p["max_abs_diff"].values()) for p in (r["parity"] if isinstance(r["parity"], list) else [r["parity"]])],
+        "parity_max_abs_diff": [max(p["max_abs_diff"].values()) for p in parities],
         "seconds_fit": r["seconds_fit"],
     }
 
@@ -190,7 +191,10 @@ def format_markdown(s: dict) -> str:
     n_def, n_good = first["overall"]["n_defective"], first["overall"]["n_good"]
 
     def img(key):
-        return lambda m, t: (s["models"][m]["image"]["overall"] if t == "overall" else s["models"][m]["image"]["per_type"][t])[key]
+        def cell(m, t):
+            image = s["models"][m]["image"]
+            return (image["overall"] if t == "overall" else image["per_type"][t])[key]
+        return cell
 
     def pix(m, t):
         px = s["models"][m]["pixel"]
@@ -198,7 +202,8 @@ def format_markdown(s: dict) -> str:
 
     lines = [
         f"Test set: {n_def} defective vs {n_good} good images (defects over-represented vs a real line); "
-        f"trained on train/good only (seed {s['seed']}, {s['torch_threads']} torch thread(s), {s['seconds_total']:.0f} s in all). "
+        f"trained on train/good only (seed {s['seed']}, {s['torch_threads']} torch thread(s), "
+        f"{s['seconds_total']:.0f} s in all). "
         "`/mean`: tile score = mean squared residual over the tile; `/peak`: largest 4 x 4 window mean inside "
         "the tile (same trained networks, own threshold).",
         "",

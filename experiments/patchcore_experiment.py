@@ -1,6 +1,6 @@
 """PatchCore on the magnetic-tile defect set: train on good tiles, evaluate, export ONNX, check parity.
 
-Run: ``python -m factoryedge.exporters.patchcore_experiment --out DIR [--data FOLDER]``
+Run from the repository root: ``python -m experiments.patchcore_experiment --out DIR [--data FOLDER]``
 (about 3 minutes on 2 CPU cores). Prints the table and writes ``DIR/metrics.json`` and
 ``DIR/model.onnx``.
 
@@ -37,60 +37,24 @@ import json
 import logging
 import sys
 import time
-import warnings
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from factoryedge.data.images import load_inspection_set, magnetic_tile_root, read_gray, read_mask
-from factoryedge.errors import ExportError, FactoryEdgeError
+from factoryedge.errors import FactoryEdgeError
 from factoryedge.evaluation.image_metrics import image_report, pixel_auroc
-from factoryedge.exporters.onnx_export import OPSET, check_parity
-from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor, stitch
-from factoryedge.training.patchcore import ARCHITECTURE, PatchCoreConfig, PatchCoreModel, fit_patchcore, score_images
+from factoryedge.exporters.image_bundle import export_image_onnx, golden_groups
+from factoryedge.features.image import stitch
+from factoryedge.scoring import ScoreRule
+from factoryedge.training.image_models import PATCHCORE_SPEC, architecture
+from factoryedge.training.patchcore import ARCHITECTURE, PatchCoreConfig, fit_patchcore, score_images
 
 log = logging.getLogger(__name__)
 
-# Larger than the 1e-4 of the small dense models: float32 distances to the bank go through
-# ||a||^2 - 2a.b + ||b||^2 with terms of several hundred that cancel, and ONNX Runtime sums
-# the convolutions in another order than torch. Measured on the magnetic tiles: 2.3e-5 on
-# the z-score heatmap, against good/defect score gaps of several units.
-PARITY_TOLERANCE = 1e-3
-
-SPEC = ImagePreprocessingSpec(resize="none", multiple=64, intensity="standardize", margin=64)
-
-
-def export_patchcore(model: PatchCoreModel, example: np.ndarray, path: Path) -> None:
-    """ONNX (dynamo, opset 18) with dynamic batch, height and width (multiples of the model's stride)."""
-    m = model.config.input_multiple
-    dims = {
-        0: torch.export.Dim("batch", min=1, max=64),
-        2: m * torch.export.Dim("height_blocks", min=2, max=128),
-        3: m * torch.export.Dim("width_blocks", min=2, max=128),
-    }
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                model, (torch.as_tensor(example),), input_names=["input"], output_names=["score", "heatmap"],
-                dynamic_shapes=(dims,), opset_version=OPSET, dynamo=True, verbose=False,
-            )
-            program.save(str(path))
-    except Exception as e:  # the exporter raises many unrelated types
-        raise ExportError(f"torch.onnx.export failed for PatchCoreModel: {e}") from e
-
-
-def golden_groups(images: list[np.ndarray], n_groups: int = 2, per_group: int = 4) -> list[np.ndarray]:
-    """Batches of preprocessed test images that share a size, largest groups first."""
-    pre = ImagePreprocessor(SPEC)
-    groups: dict[tuple, list[np.ndarray]] = defaultdict(list)
-    for img in images:
-        x = pre(img)
-        groups[x.shape].append(x)
-    best = sorted(groups.values(), key=len, reverse=True)[:n_groups]
-    return [np.concatenate(g[:per_group]) for g in best]
+# What ``factoryedge train image`` ships: the same preprocessing, export path and tolerance.
+SPEC = PATCHCORE_SPEC
+TOLERANCE = architecture("patchcore").parity_tolerance
 
 
 def run(out: Path, root: Path | None = None, config: PatchCoreConfig | None = None) -> dict:
@@ -111,9 +75,8 @@ def run(out: Path, root: Path | None = None, config: PatchCoreConfig | None = No
 
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
-    goldens = golden_groups(test)
-    export_patchcore(trained.model, goldens[0], onnx_path)
-    parity = [check_parity(trained.model, onnx_path, g, trained.threshold, PARITY_TOLERANCE)[0].model_dump() for g in goldens]
+    checks = export_image_onnx(trained.model, SPEC, golden_groups(SPEC, test), onnx_path, trained.threshold, TOLERANCE)
+    parity = [record.model_dump() for record, _ in checks]
     result = {
         "architecture": ARCHITECTURE,
         "data": str(data.root),
@@ -140,12 +103,12 @@ def operating_points(calibration: np.ndarray, scores: np.ndarray, types: list[st
     good = np.asarray(types) == "good"
     points = []
     for q in (0.90, 0.95, 0.99):
-        t = float(np.quantile(calibration, q))
+        rule = ScoreRule(float(np.quantile(calibration, q)))
         points.append({
             "held_out_quantile": q,
-            "threshold": round(t, 4),
-            "recall": float(np.mean(scores[~good] >= t)),
-            "false_reject_rate": float(np.mean(scores[good] >= t)),
+            "threshold": round(rule.threshold, 4),
+            "recall": float(np.mean(rule.is_anomalous(scores[~good]))),
+            "false_reject_rate": float(np.mean(rule.is_anomalous(scores[good]))),
         })
     return points
 
@@ -170,7 +133,7 @@ def format_table(r: dict) -> str:
             f"{p['recall']:.3f}, good parts rejected {p['false_reject_rate']:.3f}"
         )
     par = ", ".join(f"{max(p['max_abs_diff'].values()):.2e}" for p in r["parity"])
-    lines.append(f"ONNX parity max |diff| per golden batch: {par} (tolerance {PARITY_TOLERANCE:g}); seconds {r['seconds']}")
+    lines.append(f"ONNX parity max |diff| per golden batch: {par} (tolerance {TOLERANCE.atol:g}); seconds {r['seconds']}")
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """The supervised defect classifier on the magnetic-tile set: repeated imbalanced CV, then ONNX.
 
-Run: ``python -m factoryedge.exporters.classifier_experiment --out DIR [--data FOLDER]``
+Run from the repository root: ``python -m experiments.classifier_experiment --out DIR [--data FOLDER]``
 (one thread; see ``DIR/metrics.json`` ``seconds`` for the time it took). Writes
 ``DIR/metrics.json``, ``DIR/results.md``, each fold's learning curves under ``DIR/curves/``,
 and the first fold's model as ``DIR/model.onnx`` with its torch-vs-ONNX Runtime parity.
@@ -34,7 +34,7 @@ import torch
 
 from factoryedge.data.images import load_inspection_set, magnetic_tile_root, read_gray, read_mask
 from factoryedge.errors import FactoryEdgeError
-from factoryedge.exporters.onnx_export import check_parity, export_onnx
+from factoryedge.exporters.image_bundle import export_image_onnx
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor
 from factoryedge.training.classifier_cv import CVConfig, cross_validate, format_markdown
 from factoryedge.training.defect_classifier import DefectClassifierConfig
@@ -90,9 +90,9 @@ def _export(first: dict, images: list[np.ndarray], out: Path) -> dict:
     pick = [first["eval"][i] for i in np.concatenate([order[:2], order[-2:]])]
     golden = np.concatenate([ImagePreprocessor(SPEC)(images[i]) for i in pick])
     path = out / "model.onnx"
-    export_onnx(trained.module, golden, path, ["score", "heatmap"])
-    record, _ = check_parity(trained.module, path, golden, trained.threshold)
-    return {"file": path.name, "architecture": trained.architecture, "threshold": trained.threshold, "parity": record.model_dump()}
+    ((record, _),) = export_image_onnx(trained.module, SPEC, [golden], path, trained.threshold)
+    return {"file": path.name, "architecture": trained.architecture, "threshold": trained.threshold,
+            "parity": record.model_dump()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""The studies behind factoryedge's defaults; run from the repository root, never installed."""
