@@ -49,36 +49,3 @@ def test_training_side_does_use_torch():
     import factoryedge.training.models as models
 
     assert models.torch.__name__ == "torch" and exp.torch.__name__ == "torch"
-
-
-def test_dependency_direction_exporters_to_sdk_from_runtimes():
-    """exporters -> sdk <- runtimes: only sdk/cli (the composition root) imports both sides.
-
-    Read from the sources (every import statement, lazy ones inside functions included), so a
-    forbidden import is caught even where no test happens to run it.
-    """
-    import ast
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    forbidden = {
-        "exporters": ("factoryedge.runtimes",),
-        "runtimes": ("factoryedge.exporters", "torch"),
-        "sdk": ("factoryedge.runtimes", "factoryedge.exporters"),
-    }
-    bad = []
-    for folder, prefixes in forbidden.items():
-        for path in sorted((root / folder).rglob("*.py")):
-            if folder == "sdk" and "cli" in path.relative_to(root / folder).parts[:1]:
-                continue
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                else:
-                    continue
-                hits = [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
-                if hits:
-                    bad.append(f"{path.relative_to(root)}:{node.lineno} imports {hits[0]}")
-    assert not bad, "dependency direction broken:\n" + "\n".join(bad)

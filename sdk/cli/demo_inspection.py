@@ -81,7 +81,8 @@ def _evaluate(bundle, data, out: Path) -> None:
             r = model.score(img)
             return r.score, r.heatmap
 
-        report = evaluate_inspection(score, data.test, model.threshold, out, f"{model.name} on held-out synthetic parts")
+        report = evaluate_inspection(score, data.test, model.threshold, out, f"{model.name} on held-out synthetic parts",
+            higher_is_anomalous=model.rule.higher_is_anomalous)
     print(format_inspection_report(report), flush=True)
 
 

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_vibration(
         items, m.score.threshold, m.baseline.threshold if m.baseline else None, out,
         title=f"{m.name} {m.version} ({m.model.architecture})",
-        rule=scorer.model.rule if at_device_hop else None, window_s=scorer.model.window_s,
+        rule=scorer.model.rule, window_s=scorer.model.window_s if at_device_hop else None,
     )
     print(format_report(report))
     print("written: " + ", ".join(report["files"].values()))
@@ -85,7 +85,8 @@ def _evaluate_image(bundle, args: argparse.Namespace) -> int:
             return r.score, r.heatmap
 
         report = evaluate_inspection(score, data.test, model.threshold, args.out or Path("evaluation") / m.name,
-                                     title=f"{m.name} {m.version} ({m.model.architecture}) on {data.root}", colour=colour)
+                                     title=f"{m.name} {m.version} ({m.model.architecture}) on {data.root}", colour=colour,
+            higher_is_anomalous=model.rule.higher_is_anomalous)
     print(format_inspection_report(report))
     print("written: " + ", ".join(report["files"].values()))
     return 0

@@ -78,7 +78,8 @@ def run_image(args: argparse.Namespace) -> int:
             return r.score, r.heatmap
 
         report = evaluate_inspection(score, test, model.threshold, args.out / "evaluation",
-                                     title=f"{bundle_name} {args.version} ({trained.architecture})", colour=colour)
+                                     title=f"{bundle_name} {args.version} ({trained.architecture})", colour=colour,
+            higher_is_anomalous=model.rule.higher_is_anomalous)
     (args.out / "training.json").write_text(json.dumps(trained.info, indent=2, default=str))
     print(format_inspection_report(report))
     print("written: " + ", ".join(report["files"].values()))

@@ -59,14 +59,15 @@ def evaluate_vibration(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     model_scores = _by_label(items, "model")
+    higher = rule.higher_is_anomalous if rule is not None else True
     report = {
         "title": title,
         "recordings": [{"source": it.source, "label": it.label, "windows": int(len(it.model))} for it in items],
-        "model": detection_report(model_scores, model_threshold),
+        "model": detection_report(model_scores, model_threshold, higher_is_anomalous=higher),
     }
     if rule is not None and window_s is not None:
         report["model"]["false_alarms"] = false_alarms(items, rule, window_s, debounce)
-    plots = {"model_scores": plot_scores(model_scores, model_threshold, roc_curves(model_scores),
+    plots = {"model_scores": plot_scores(model_scores, model_threshold, roc_curves(model_scores, higher_is_anomalous=higher),
                                           out_dir / "model_scores.png", f"{title}: model")}
     if baseline_threshold is not None and all(it.baseline is not None for it in items):
         base_scores = _by_label(items, "baseline")

@@ -103,6 +103,11 @@ def test_train_show_evaluate_on_simulated_bearing(tmp_path):
     assert report["model"]["per_class"]["inner_race"]["auroc"] > 0.95
     assert "baseline" in report and report["baseline"]["overall"]["auroc"] > 0.5
     assert report["model"]["false_alarm_rate"] <= 0.1
+    alarms = report["model"]["false_alarms"]  # the device's debounce replayed on the normal recordings
+    held_out_s = 20.0 * (1 - manifest["provenance"]["split"]["train_fraction"]
+                         - manifest["provenance"]["split"]["calibration_fraction"]) + 5.0
+    assert alarms["debounce"]["k"] == 3 and abs(alarms["normal_hours"] * 3600 - held_out_s) < 0.5
+    assert alarms["raised"] == 0 and alarms["per_hour"] == 0 and "of normal running" in r.stdout
     for png in ("model_scores.png", "baseline_scores.png", "score_timeline.png"):
         assert (out / png).stat().st_size > 1000
 
