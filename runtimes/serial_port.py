@@ -6,8 +6,8 @@ when a port is opened; without it the error names the extra to install.
 
 Threading: one thread calls ``open``, ``read`` and ``reconnect``; ``close()`` may be called
 from any thread. A read in progress is never closed under the reader (pyserial raises odd
-errors, and the fd number could be reused): ``close()`` marks the port closing and the
-reader closes it when its read returns, so a blocked read ends within one ``timeout``.
+errors, and the fd number could be reused): ``close()`` marks the port closing and wakes
+the read, and the reader closes the fd when its read returns.
 """
 from __future__ import annotations
 
@@ -155,11 +155,22 @@ class SerialPort:
         return self
 
     def close(self) -> None:
-        """Close for good; safe from any thread and idempotent. A read in progress ends within one timeout."""
+        """Close for good; safe from any thread and idempotent. A read in progress returns b"" at once.
+
+        On POSIX pyserial can wake a blocked read (``cancel_read``); elsewhere the read ends
+        when its ``timeout`` runs out. Either way the reader closes the fd, not this thread.
+        """
         self._closing.set()
         with self._lock:
             if not self._busy:
                 self._close_port_locked()
+                return
+            cancel = getattr(self._serial, "cancel_read", None)
+            if cancel is not None:
+                try:
+                    cancel()
+                except OSError as e:  # the read still ends within its timeout
+                    self.log.debug("waking the read on %s %s: %s", self.label, self.path, e)
 
     def _close_port_locked(self) -> None:
         ser, self._serial = self._serial, None
