@@ -6,7 +6,8 @@ received it, so the deadline runs from there; a PLC's own time (``"t"`` in a JSO
 is kept in ``t_plc`` for traceability but never trusted for timing (its clock may drift).
 
 URIs: ``mqtt`` (``<machine topic>/trigger`` on the runtime's own MQTT connection),
-``serial:///dev/ttyUSB1?baud=115200`` (one part id per line), ``periodic://?period_ms=200``
+``serial:///dev/ttyUSB1?baud=115200`` (one part id per line, read through the same
+``serial_port.SerialPort`` as the vibration source), ``periodic://?period_ms=200``
 (free-running, ids ``<prefix><n>``; ``count=N`` stops after N).
 
 A malformed trigger is never silently dropped: it is logged, counted in ``stats`` and
@@ -21,23 +22,25 @@ touched through the sink; this module imports no hardware library.
 """
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from factoryedge.errors import ConfigError, SourceError, missing_dependency
+from factoryedge.errors import ConfigError, SourceError
 from factoryedge.runtimes.contracts import UriPlugin
 from factoryedge.runtimes.messages.inspection import MAX_PART_ID, check_part_id, parse_trigger
 from factoryedge.runtimes.options import as_float, as_int, parse_options, split_uri
+from factoryedge.runtimes.serial_port import PortLost, PortOpenError, SerialPort
 
 log = logging.getLogger(__name__)
 
 ErrorCallback = Callable[[str, bytes], None]
 _SERIAL_OPTIONS = {"baud": as_int(50, 20_000_000, 115200), "timeout": as_float(0.0, 0.05),
+                   "reconnect_min": as_float(0.0, 0.1), "reconnect_max": as_float(0.0, 1.0),
                    "reconnect_s": as_float(0.0, 1.0)}
 _PERIODIC_OPTIONS = {"period_ms": as_float(0.0, 200.0), "prefix": lambda k, v: check_part_id(str(v) + "0")[:-1],
                      "count": as_int(1, 10**12, 100), "start": as_int(0, 10**12, 0)}
@@ -179,7 +182,12 @@ class SerialTrigger(TriggerSource):
     """One part id per line (``\\n``, optional ``\\r``) from a PLC or GPIO adapter on a serial port.
 
     A line that is not printable ASCII or longer than 128 characters is malformed (counted
-    as ``malformed`` and reported); a read failure reopens the port every ``reconnect_s``.
+    as ``malformed`` and reported). A lost port (read failure, device node gone or
+    replaced) is reopened with backoff from ``reconnect_min`` doubling to ``reconnect_max``
+    (default 0.1 to 1 s: parts keep passing while the trigger is deaf); ``stats`` counts
+    ``disconnects`` and ``reconnects``. ``reconnect_s``, the fixed retry period of earlier
+    releases, is still accepted and means ``reconnect_min = reconnect_max = reconnect_s``.
+    The port is opened exclusively, so a second reader fails with "in use".
     """
 
     name = "serial trigger"
@@ -193,46 +201,49 @@ class SerialTrigger(TriggerSource):
             raise ConfigError(f"trigger {uri!r} names no port; e.g. serial:///dev/ttyUSB1?baud=115200")
         return cls(port, **parse_options(f"trigger {uri!r}", {**given, **options}, cls.OPTIONS))
 
-    def __init__(self, port: str, baud: int = 115200, timeout: float = 0.05, reconnect_s: float = 1.0) -> None:
+    def __init__(self, port: str, baud: int = 115200, timeout: float = 0.05, reconnect_min: float | None = None,
+                 reconnect_max: float | None = None, reconnect_s: float | None = None) -> None:
         super().__init__()
         if not port.startswith("/"):
             raise ConfigError(f"serial trigger port {port!r} must be an absolute device path, e.g. "
                               "serial:///dev/ttyUSB1 (three slashes)")
-        self.port, self.baud, self.timeout, self.reconnect_s = port, baud, timeout, reconnect_s
-        self.counts.update(disconnects=0, reconnects=0)
-        self._serial: Any = None
+        if reconnect_s is not None:
+            if reconnect_min is not None or reconnect_max is not None:
+                raise ConfigError(f"serial trigger {port!r}: give reconnect_s (a fixed retry period) or "
+                                  "reconnect_min/reconnect_max (a backoff), not both")
+            reconnect_min = reconnect_max = reconnect_s
+        self.port, self.baud, self.timeout = port, baud, timeout
+        self._port = SerialPort(
+            port, baud=baud, timeout=timeout,
+            reconnect_min=0.1 if reconnect_min is None else reconnect_min,
+            reconnect_max=1.0 if reconnect_max is None else reconnect_max,
+            label="serial trigger port", purpose="reading serial part triggers", logger=log,
+        )
         self._thread: threading.Thread | None = None
 
+    @property
+    def stats(self) -> dict[str, int]:
+        return {**self.counts, "disconnects": self._port.disconnects, "reconnects": self._port.reconnects}
+
     def start(self) -> SerialTrigger:
-        if self._thread is None:
-            self._serial = self._open()
+        if self._thread is None and not self._closing.is_set():
+            try:
+                self._port.open()
+            except PortOpenError as e:
+                raise SourceError(f"cannot open serial trigger port {self.port!r} at {self.baud} baud: {e.reason}") from None
+            log.info("serial trigger %s open at %d baud", self.port, self.baud)
             self._thread = threading.Thread(target=self._read_loop, name="factoryedge-serial-trigger", daemon=True)
             self._thread.start()
         return self
 
-    def _open(self) -> Any:
-        try:
-            import serial
-        except ImportError:
-            raise missing_dependency("serial", "device", "reading serial part triggers") from None
-        try:
-            ser = serial.Serial(self.port, self.baud, timeout=self.timeout)
-        except (OSError, ValueError) as e:
-            raise SourceError(f"cannot open serial trigger port {self.port!r} at {self.baud} baud: {e}") from None
-        ser.reset_input_buffer()  # ids queued before we listened belong to parts already gone
-        log.info("serial trigger %s open at %d baud", self.port, self.baud)
-        return ser
-
     def _read_loop(self) -> None:
         buf = b""
-        while not self._closing.is_set():
+        while not self._closing.is_set() and not self._port.closed:
             try:
-                data = self._serial.read(max(1, self._serial.in_waiting))
-            except (OSError, TypeError, AttributeError) as e:  # pyserial raises TypeError on a closed fd
-                if self._closing.is_set():
-                    break
-                buf = b""
-                if not self._reopen(f"read failed: {e}"):
+                data = self._port.read()
+            except PortLost as e:
+                buf = b""  # half a part id from before the loss must not prefix the next one
+                if not self._port.reconnect(e.reason):
                     break
                 continue
             if not data:
@@ -245,7 +256,7 @@ class SerialTrigger(TriggerSource):
             if len(buf) > 4 * MAX_PART_ID:
                 self._malformed(f"no line end within {len(buf)} bytes", buf)
                 buf = b""
-        self._close_port()
+        self._port.close()
 
     def _line(self, line: bytes, t_wall: float, t_mono: float) -> None:
         if not line.strip():
@@ -258,30 +269,9 @@ class SerialTrigger(TriggerSource):
             return
         self._emit(part_id, "serial", t_wall=t_wall, t_mono=t_mono)
 
-    def _reopen(self, why: str) -> bool:
-        self.counts["disconnects"] += 1
-        log.warning("serial trigger %s lost (%s); reopening every %.2f s", self.port, why, self.reconnect_s)
-        self._close_port()
-        while not self._closing.wait(self.reconnect_s):
-            try:
-                self._serial = self._open()
-            except SourceError as e:
-                log.debug("serial trigger: %s", e)
-                continue
-            self.counts["reconnects"] += 1
-            return True
-        return False
-
-    def _close_port(self) -> None:
-        ser, self._serial = self._serial, None
-        if ser is not None:
-            try:
-                ser.close()
-            except OSError as e:
-                log.debug("closing serial trigger port: %s", e)
-
     def close(self) -> None:
         super().close()
+        self._port.close()  # also ends a reconnect backoff wait at once
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
 

@@ -9,24 +9,23 @@ may be called from any thread and ends the iteration within one read timeout.
 """
 from __future__ import annotations
 
-import errno
-import glob
 import logging
-import os
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from factoryedge.errors import ConfigError, SourceError, missing_dependency
+from factoryedge.errors import ConfigError, SourceError
 from factoryedge.runtimes.contracts import UriPlugin
 from factoryedge.runtimes.options import as_bool, as_choice, as_float, as_int, as_scale, parse_options, split_uri
+from factoryedge.runtimes.serial_port import PortLost, SerialPort, import_serial
 from factoryedge.runtimes.sources.base import SampleBlock
 from factoryedge.runtimes.sources.wire import CsvLineDecoder, Fe1Decoder, Frame
 
 log = logging.getLogger(__name__)
+
+_import_serial = import_serial  # the devkit's sensor node imports it from here
 
 OPTIONS = {
     "rate": as_float(0.0, 25600.0),
@@ -39,37 +38,6 @@ OPTIONS = {
     "reconnect_min": as_float(0.0, 0.1),
     "reconnect_max": as_float(0.0, 5.0),
 }
-_PORT_PATTERNS = ("/dev/ttyUSB*", "/dev/ttyACM*", "/dev/ttyTHS*", "/dev/serial/by-id/*")
-# how often a quiet port checks that its device node still is the one it opened
-_NODE_CHECK_S = 0.5
-
-
-def _import_serial() -> Any:
-    try:
-        import serial
-    except ImportError:
-        raise missing_dependency("serial", "device", "reading a serial sensor") from None
-    if not hasattr(serial, "Serial"):
-        raise missing_dependency("serial", "device", "reading a serial sensor (the installed 'serial' is not pyserial)")
-    return serial
-
-
-def available_ports() -> str:
-    """A sentence listing the serial ports present, for error messages."""
-    found: dict[str, str] = {}
-    try:
-        from serial.tools import list_ports
-
-        for info in list_ports.comports():
-            found[info.device] = info.description if info.description not in ("", "n/a") else ""
-    except (ImportError, OSError):
-        pass  # the glob below still finds the usual device nodes
-    for pattern in _PORT_PATTERNS:
-        for path in sorted(glob.glob(pattern)):
-            found.setdefault(path, "")
-    if not found:
-        return "no serial ports found (looked for " + ", ".join(_PORT_PATTERNS) + ")"
-    return "ports present: " + ", ".join(f"{p} ({d})" if d else p for p, d in sorted(found.items()))
 
 
 class SerialSource(UriPlugin):
@@ -77,11 +45,12 @@ class SerialSource(UriPlugin):
 
     ``rate`` is the sensor's sample rate in Hz as configured in its firmware: neither fe1
     frames nor CSV lines carry it, so the URI declares it (``rate=25600``) and the device
-    program refuses a bundle trained at another rate. ``scale`` converts raw values to physical units (e.g. g per LSB), one factor or one per
-    channel. ``channels`` is checked against what the device sends (a mismatch raises
-    ``SourceError``); None learns it from the first frame. ``wait`` keeps retrying a port
-    that is absent at open instead of failing. ``timeout`` bounds each read, and so how
-    quickly ``close()`` takes effect.
+    program refuses a bundle trained at another rate. ``scale`` converts raw values to
+    physical units (e.g. g per LSB), one factor or one per channel. ``channels`` is checked
+    against what the device sends (a mismatch raises ``SourceError``); None learns it from
+    the first frame. ``wait`` keeps retrying a port that is absent at open instead of
+    failing. ``timeout`` bounds each read, and so how quickly ``close()`` takes effect.
+    Opening, the node check and reconnecting are ``serial_port.SerialPort``'s.
     """
 
     RATE_BEFORE_OPEN = True
@@ -112,11 +81,12 @@ class SerialSource(UriPlugin):
             raise ConfigError(
                 f"serial port {port!r} must be an absolute device path; write serial:///dev/ttyUSB0 (three slashes)"
             )
-        if opts["reconnect_min"] > opts["reconnect_max"]:
-            raise ConfigError(
-                f"reconnect_min={opts['reconnect_min']} exceeds reconnect_max={opts['reconnect_max']}; "
-                "the backoff doubles from min up to max"
-            )
+        # the transport checks reconnect_min <= reconnect_max, with the message the option names
+        self._port = SerialPort(
+            port, baud=opts["baud"], timeout=opts["timeout"], reconnect_min=opts["reconnect_min"],
+            reconnect_max=opts["reconnect_max"], label="serial port", purpose="reading a serial sensor",
+            wait_hint=True, logger=log,
+        )
         self.port = port
         self.sample_rate: float | None = opts.get("rate")
         self.baud: int = opts["baud"]
@@ -129,15 +99,7 @@ class SerialSource(UriPlugin):
         self._scale_given: tuple[float, ...] = opts["scale"]
         self._scale = self._scale_for(self.channels) if self.channels else None
         self._decoder = Fe1Decoder() if self.format == "fe1" else CsvLineDecoder(self.channels, skip_first_line=True)
-        self.reconnects = 0
-        self.disconnects = 0
-        self._serial: Any = None
-        self._lock = threading.Lock()
-        self._closing = threading.Event()
-        self._busy = False  # a read is in progress on another thread's behalf
         self._gap_pending = False
-        self._next_node_check = 0.0
-        self._node: tuple[int, int, int] | None = None
 
     @classmethod
     def from_uri(cls, uri: str, **overrides: Any) -> SerialSource:
@@ -150,14 +112,22 @@ class SerialSource(UriPlugin):
 
     @property
     def is_open(self) -> bool:
-        return self._serial is not None
+        return self._port.is_open
+
+    @property
+    def reconnects(self) -> int:
+        return self._port.reconnects
+
+    @property
+    def disconnects(self) -> int:
+        return self._port.disconnects
 
     @property
     def stats(self) -> dict[str, int]:
         """Decoder counters plus ``reconnects`` and ``disconnects``."""
         out = self._decoder.stats.as_dict()
-        out["reconnects"] = self.reconnects
-        out["disconnects"] = self.disconnects
+        out["reconnects"] = self._port.reconnects
+        out["disconnects"] = self._port.disconnects
         return out
 
     def _scale_for(self, channels: int) -> np.ndarray:
@@ -174,28 +144,17 @@ class SerialSource(UriPlugin):
 
         A closed source stays closed: make a new one to read again.
         """
-        if self._serial is not None:
+        if self._port.is_open:
             return self
-        if self._closing.is_set():
+        if self._port.closed:
             raise SourceError(f"serial source {self.port!r} is closed; create a new source to read again")
-        serial = _import_serial()
-        if self.wait:
-            ser = self._open_with_backoff(serial, "opening")
-            if ser is None:
-                raise SourceError(f"serial source {self.port!r} was closed while waiting for the port to appear")
-        else:
-            ser = self._open_once(serial)
-        with self._lock:
-            self._serial = ser
+        self._port.open(wait=self.wait)
         log.info("serial port %s open at %d baud, format %s", self.port, self.baud, self.format)
         return self
 
     def close(self) -> None:
         """Close the port and end ``blocks()`` for good; safe from any thread, idempotent."""
-        self._closing.set()
-        with self._lock:
-            if not self._busy:
-                self._close_port_locked()
+        self._port.close()
 
     def __enter__(self) -> SerialSource:
         return self.open()
@@ -203,102 +162,20 @@ class SerialSource(UriPlugin):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _close_port_locked(self) -> None:
-        ser, self._serial = self._serial, None
-        if ser is not None:
-            try:
-                ser.close()
-            except OSError as e:
-                log.debug("closing serial port %s: %s", self.port, e)
-
-    def _open_once(self, serial: Any) -> Any:
-        if not os.path.exists(self.port):
-            raise SourceError(
-                f"serial port {self.port!r} does not exist; {available_ports()}. "
-                "Check the cable and the udev rule, or pass wait=true to wait for the device"
-            )
-        try:
-            ser = serial.Serial(self.port, self.baud, timeout=self.timeout, exclusive=True)
-        except ValueError as e:
-            raise ConfigError(f"serial port {self.port!r} rejects its settings (baud={self.baud}): {e}") from None
-        except OSError as e:  # pyserial's SerialException is an OSError
-            code = e.errno if e.errno is not None else getattr(e.__context__, "errno", None)
-            if code == errno.EACCES:
-                raise SourceError(
-                    f"permission denied opening serial port {self.port!r}; add the service user to the "
-                    "'dialout' group or install the factoryedge udev rule"
-                ) from None
-            if "lock" in str(e).lower():
-                raise SourceError(f"serial port {self.port!r} is in use by another process: {e}") from None
-            raise SourceError(f"cannot open serial port {self.port!r}: {e}") from None
-        ser.reset_input_buffer()  # bytes queued before we opened are stale
-        st = os.fstat(ser.fileno())
-        self._node = (st.st_dev, st.st_ino, st.st_rdev)
-        self._next_node_check = time.monotonic() + _NODE_CHECK_S
-        return ser
-
-    def _open_with_backoff(self, serial: Any, why: str) -> Any:
-        delay, attempt, started = self.reconnect_min, 0, time.monotonic()
-        while not self._closing.is_set():
-            attempt += 1
-            try:
-                ser = self._open_once(serial)
-            except SourceError as e:
-                log.info("serial port %s: %s attempt %d failed (%s); next in %.2f s", self.port, why, attempt, e, delay)
-                if self._closing.wait(delay):
-                    break
-                delay = min(delay * 2, self.reconnect_max)
-                continue
-            log.info("serial port %s: open after %d attempt(s), %.2f s", self.port, attempt, time.monotonic() - started)
-            return ser
-        return None
-
-    def _reconnect(self, reason: str) -> bool:
-        """Close, then reopen with backoff; False if closed meanwhile."""
-        self.disconnects += 1
-        log.warning("serial port %s lost (%s); reconnecting", self.port, reason)
-        with self._lock:
-            self._close_port_locked()
-        self._decoder.reset()  # a half frame from before the loss must not join the next bytes
-        self._gap_pending = True
-        ser = self._open_with_backoff(_import_serial(), "reconnect")
-        with self._lock:
-            if ser is None or self._closing.is_set():
-                if ser is not None:
-                    ser.close()
-                return False
-            self._serial = ser
-        self.reconnects += 1
-        log.warning("serial port %s reconnected (reconnect %d)", self.port, self.reconnects)
-        return True
-
     # -- reading ---------------------------------------------------------------------------
 
     def blocks(self) -> Iterator[SampleBlock]:
         """Sample blocks as they arrive, until ``close()``; reconnects transparently."""
-        if self._closing.is_set():
+        if self._port.closed:
             return
         self.open()
-        while not self._closing.is_set():
-            with self._lock:
-                ser = self._serial
-                if ser is None or self._closing.is_set():
-                    break
-                self._busy = True
+        while not self._port.closed:
             try:
-                data = ser.read(max(1, ser.in_waiting))
-                failure = None
-            except OSError as e:
-                data, failure = b"", f"read failed: {e}"
-            finally:
-                with self._lock:
-                    self._busy = False
-                    if self._closing.is_set():
-                        self._close_port_locked()
-            if failure is None and not data:
-                failure = self._node_changed()
-            if failure is not None:
-                if self._closing.is_set() or not self._reconnect(failure):
+                data = self._port.read()
+            except PortLost as e:
+                self._decoder.reset()  # a half frame from before the loss must not join the next bytes
+                self._gap_pending = True
+                if not self._port.reconnect(e.reason):
                     break
                 continue
             if data:
@@ -306,20 +183,6 @@ class SerialSource(UriPlugin):
                 frames = self._decoder.feed(data)
                 if frames:
                     yield from self._to_blocks(frames, t_mono, t_wall)
-
-    def _node_changed(self) -> str | None:
-        """Why the open device node is gone, or None; checked only while the port is quiet."""
-        now = time.monotonic()
-        if now < self._next_node_check:
-            return None
-        self._next_node_check = now + _NODE_CHECK_S
-        try:
-            st = os.stat(self.port)
-        except OSError as e:
-            return f"device node gone: {e.strerror or e}"
-        if (st.st_dev, st.st_ino, st.st_rdev) != self._node:
-            return "device node replaced"
-        return None
 
     def _to_blocks(self, frames: list[Frame], t_mono: float, t_wall: float) -> Iterator[SampleBlock]:
         # one block per run of frames without loss, so a gap always starts a block

@@ -128,3 +128,37 @@ def test_mqtt_trigger_rides_on_the_sink_connection(broker, tmp_path):
         sink.close(2)
     assert [(t.part_id, t.t_plc, t.source) for t in got] == [("P-1", None, "mqtt"), ("P-2", 12.5, "mqtt")]
     assert errors == [b"{not json"] and source.stats == {"triggers": 2, "malformed": 1}
+
+
+def test_serial_trigger_reconnect_options_and_the_old_fixed_period():
+    backoff = SerialTrigger.from_uri("serial:///dev/ttyS9?reconnect_min=0.2&reconnect_max=2")
+    assert (backoff._port.reconnect_min, backoff._port.reconnect_max) == (0.2, 2.0)
+    fixed = open_trigger("serial:///dev/ttyS9", reconnect_s=0.5)  # profiles written before the backoff
+    assert (fixed._port.reconnect_min, fixed._port.reconnect_max) == (0.5, 0.5)
+    with pytest.raises(ConfigError, match="give reconnect_s .* not both"):
+        check("trigger", "serial:///dev/ttyS9?reconnect_s=1&reconnect_max=2")
+    with pytest.raises(ConfigError, match="reconnect_min=3.0 exceeds reconnect_max=1.0"):
+        check("trigger", "serial:///dev/ttyS9?reconnect_min=3")
+
+
+def test_serial_trigger_survives_an_unplugged_adapter(tmp_path):
+    link = tmp_path / "ttyPLC"  # a udev symlink in the field
+    first, second = Pty(), Pty()
+    link.symlink_to(first.path)
+    source = open_trigger(f"serial://{link}?reconnect_min=0.01&reconnect_max=0.05")
+    try:
+        source.start()
+        first.write(b"A-1\n")
+        got = collect(source, 1)
+        first.close()  # unplug
+        link.unlink()
+        wait_until(lambda: source.stats["disconnects"] == 1, 5, "the loss noticed")
+        link.symlink_to(second.path)
+        wait_until(lambda: source.stats["reconnects"] == 1, 5, "the port reopened")
+        second.write(b"B-2\n")
+        got += collect(source, 1)
+    finally:
+        source.close()
+        first.close()
+        second.close()
+    assert [t.part_id for t in got] == ["A-1", "B-2"]
