@@ -23,14 +23,20 @@ from factoryedge.runtimes.options import OptionError
 
 log = logging.getLogger(__name__)
 
-_CAMERA = "factoryedge.runtimes.cameras.opencv_source:CameraSource"
+_CAMERAS = "factoryedge.runtimes.cameras"
 _TRIGGERS = "factoryedge.runtimes.inspection.triggers"
 BUILTIN: dict[str, dict[str, str]] = {
     "source": {
         "serial": "factoryedge.runtimes.sources.serial_source:SerialSource",
         "replay": "factoryedge.runtimes.sources.replay:ReplaySource",
     },
-    "camera": {scheme: _CAMERA for scheme in ("csi", "v4l2", "rtsp", "file", "dir")},
+    "camera": {
+        "csi": f"{_CAMERAS}.csi:CsiCamera",
+        "v4l2": f"{_CAMERAS}.v4l2:V4l2Camera",
+        "rtsp": f"{_CAMERAS}.rtsp:RtspCamera",
+        "file": f"{_CAMERAS}.video_file:VideoFileCamera",
+        "dir": f"{_CAMERAS}.image_folder:ImageFolderCamera",
+    },
     "trigger": {
         "mqtt": f"{_TRIGGERS}:MqttTrigger",
         "serial": f"{_TRIGGERS}:SerialTrigger",

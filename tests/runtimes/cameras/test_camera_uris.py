@@ -11,10 +11,11 @@ import pytest
 
 from factoryedge.errors import BackendUnavailableError, ConfigError, SourceError
 from factoryedge.runtimes import registry
-from factoryedge.runtimes.cameras import camera_options, opencv_source
-from factoryedge.runtimes.cameras.opencv_source import CameraSource, csi_pipeline
+from factoryedge.runtimes.cameras import opencv
+from factoryedge.runtimes.cameras.csi import csi_pipeline
+from factoryedge.runtimes.cameras.video_file import VideoFileCamera
 
-HAS_GSTREAMER = opencv_source._has_backend(cv2, "GStreamer")
+HAS_GSTREAMER = opencv.has_backend(cv2, "GStreamer")
 
 
 def test_camera_schemes_are_registered_and_importable():
@@ -46,8 +47,8 @@ def test_options_are_checked_per_scheme():
         registry.open_camera("v4l2:///dev/video0?fps=30&fps=60")
     with pytest.raises(ConfigError, match="stall_s='-1' must be a number > 0"):
         registry.open_camera("rtsp://cam/stream", stall_s="-1")
-    with pytest.raises(ConfigError, match="is not a camera URI"):
-        CameraSource("serial:///dev/ttyUSB0")
+    with pytest.raises(ConfigError, match="is not a camera URI for VideoFileCamera; use file://"):
+        VideoFileCamera("serial:///dev/ttyUSB0")
 
 
 def test_v4l2_number_is_a_device_path():
@@ -91,13 +92,13 @@ def test_v4l2_camera_delivers_frames():
 def test_v4l2_missing_device_lists_the_devices_present(tmp_path, monkeypatch):
     for name in ("video0", "video1"):
         (tmp_path / name).write_bytes(b"")
-    monkeypatch.setattr(camera_options, "_VIDEO_PATTERNS", (str(tmp_path / "video*"),))
+    monkeypatch.setattr(opencv, "VIDEO_PATTERNS", (str(tmp_path / "video*"),))
     with pytest.raises(SourceError) as err:
         registry.open_camera("v4l2:///dev/video7").open()
     msg = str(err.value)
     assert "/dev/video7 does not exist" in msg and "video devices present:" in msg
     assert str(tmp_path / "video0") in msg and str(tmp_path / "video1") in msg and "wait=true" in msg
-    monkeypatch.setattr(camera_options, "_VIDEO_PATTERNS", (str(tmp_path / "none*"),))
+    monkeypatch.setattr(opencv, "VIDEO_PATTERNS", (str(tmp_path / "none*"),))
     with pytest.raises(SourceError, match="no video devices found"):
         registry.open_camera("v4l2:///dev/video7").open()
 

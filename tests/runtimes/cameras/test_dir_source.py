@@ -10,7 +10,6 @@ import pytest
 
 from factoryedge.errors import ConfigError, SourceError
 from factoryedge.runtimes.registry import open_camera
-
 from tests.runtimes.cameras.media import FAST, number_of, write_images
 from tests.support.broker import wait_until
 

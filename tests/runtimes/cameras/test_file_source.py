@@ -7,12 +7,11 @@ import cv2
 import pytest
 
 from factoryedge.errors import ConfigError, SourceError
-from factoryedge.runtimes.cameras.opencv_source import CameraSource
+from factoryedge.runtimes.cameras import opencv
+from factoryedge.runtimes.cameras.video_file import VideoFileCamera
 from factoryedge.runtimes.registry import open_camera
-
 from tests.runtimes.cameras.media import FAST, number_of, write_video
 from tests.support.broker import wait_until
-
 
 
 @pytest.mark.parametrize("fourcc, suffix", [("MJPG", ".avi"), ("mp4v", ".mp4")])
@@ -64,7 +63,7 @@ def test_realtime_drops_frames_a_busy_consumer_missed_like_a_camera(tmp_path):
     cam = open_camera(f"file://{path}?realtime=true")
     it = cam.frames()
     assert next(it).pos == 0
-    cam._pace_t0 -= 0.075  # as if the model had spent 75 ms on frame 0
+    cam._pacer.t0 -= 0.075  # as if the model had spent 75 ms on frame 0
     rest = [f.pos for f in it]
     assert rest[0] >= 7, rest  # frames 1..6 were over a period late when asked for
     assert cam.stats["skipped"] == 20 - 1 - len(rest) and cam.stats["frames"] == 1 + len(rest)
@@ -102,15 +101,12 @@ def test_a_deleted_then_replaced_file_is_reconnected_with_backoff(tmp_path):
 def test_a_stream_that_stops_delivering_is_reopened_after_stall_s(tmp_path):
     """A file whose reads fail at its end stands in for a live camera whose stream died."""
 
-    class DyingCamera(CameraSource):
-        def _open_reader(self):
-            reader = super()._open_reader()
-            reader.live = True  # a failed read now means 'no frame yet', as for v4l2/rtsp/csi
-            return reader
+    class DyingCamera(VideoFileCamera):
+        LIVE = True  # a failed read now means 'no frame yet', as for v4l2/rtsp/csi
 
     path = write_video(tmp_path / "clip.avi", 3)
     cam = DyingCamera(f"file://{path}", **FAST)
-    cam.live, cam.stall_s = True, 0.05
+    cam.stall_s = 0.05
     got = []
     for f in cam.frames():
         got.append((number_of(f.image), f.gap))
@@ -134,7 +130,5 @@ def test_file_options_are_checked():
 
 def test_a_wheel_without_ffmpeg_would_be_named(tmp_path):
     # guards the build-information parsing the error messages rely on
-    from factoryedge.runtimes.cameras.opencv_source import _has_backend
-
-    assert _has_backend(cv2, "FFMPEG") is ("FFMPEG:" in cv2.getBuildInformation())
-    assert _has_backend(cv2, "NoSuchBackend") is False
+    assert opencv.has_backend(cv2, "FFMPEG") is ("FFMPEG:" in cv2.getBuildInformation())
+    assert opencv.has_backend(cv2, "NoSuchBackend") is False

@@ -27,7 +27,7 @@ def test_a_slow_consumer_gets_the_newest_frame_and_memory_stays_bounded(tmp_path
             for _ in range(4):
                 # the model is busy until the camera has moved on by at least 10 frames
                 target = latest.stats["received"] + 10
-                wait_until(lambda: latest.stats["received"] >= target, 5, "10 more frames")
+                wait_until(lambda target=target: latest.stats["received"] >= target, 5, "10 more frames")
                 frame = latest.get(timeout=5, newer_than=frame.index)
                 seen.append((frame.index, frame.pos, number_of(frame.image)))
             stats = latest.stats

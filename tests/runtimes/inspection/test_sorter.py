@@ -8,10 +8,10 @@ import time
 import pytest
 
 from factoryedge.errors import DataError
-from factoryedge.runtimes.cameras.opencv_source import CameraSource
 from factoryedge.runtimes.inspection.config import InspectionConfig
 from factoryedge.runtimes.inspection.sorter import Sorter
 from factoryedge.runtimes.inspection.triggers import PeriodicTrigger, TriggerSource
+from factoryedge.runtimes.registry import open_camera
 from tests.runtimes.inspection.helpers import FAST, BrightnessModel, RecordingSink, trigger, write_folder
 from tests.support.broker import wait_until
 
@@ -20,7 +20,7 @@ def make(tmp_path, levels, model=None, fps=20.0, trig=None, **cfg):
     folder = write_folder(tmp_path / "shots", levels)
     config = InspectionConfig.parse({"camera": f"dir://{folder}", "trigger": "periodic://?period_ms=50",
                                      "deadline_ms": 300, "frame_max_wait_ms": 200, **cfg})
-    camera = CameraSource(f"dir://{folder}", fps=fps, loop=True, **FAST)
+    camera = open_camera(f"dir://{folder}", fps=fps, loop=True, **FAST)
     sink = RecordingSink()
     sorter = Sorter(config, model or BrightnessModel(), sink, camera=camera, trigger=trig or TriggerSource())
     return sorter.start(), sink, folder
@@ -149,7 +149,7 @@ def test_ended_camera_gives_camera_lost(tmp_path):
     folder = write_folder(tmp_path / "once", [40])
     config = InspectionConfig.parse({"camera": f"dir://{folder}", "deadline_ms": 200, "frame_max_wait_ms": 100})
     sink = RecordingSink()
-    sorter = Sorter(config, BrightnessModel(), sink, camera=CameraSource(f"dir://{folder}"), trigger=TriggerSource())
+    sorter = Sorter(config, BrightnessModel(), sink, camera=open_camera(f"dir://{folder}"), trigger=TriggerSource())
     sorter.start()
     try:
         wait_until(lambda: sorter._latest.ended, 5, "the one-image folder to end")
