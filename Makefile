@@ -16,6 +16,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/factoryedge demo
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed

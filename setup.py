@@ -32,7 +32,8 @@ TRAIN = [
 JETSON = ["pycuda>=2022.2"]
 # The demo's fallback broker where no mosquitto binary is installed (MQTT 3.1.1 only).
 DEMO = ["amqtt>=0.11", "PyYAML>=6.0"]
-DEV = ["pytest>=7.4", "hypothesis>=6.90"]
+# ruff: the lint `make test` runs before the suite (config in ruff.toml)
+DEV = ["pytest>=7.4", "hypothesis>=6.90", "ruff>=0.6"]
 
 setup(
     name="factoryedge",
@@ -65,7 +66,8 @@ setup(
         "factoryedge.runtimes.devkit",
         "factoryedge.firmware_config",
     ],
-    package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "*/*.md", "*/*.yaml", "*/*.rules", "*/*.service", "*/*.conf"]},
+    package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "*/*.md", "*/*.yaml", "*/*.rules", "*/*.service",
+                                                  "*/*.conf"]},
     install_requires=["numpy>=1.24", "scipy>=1.10", "pydantic>=2.5", "PyYAML>=6.0"],
     extras_require={
         "device": DEVICE,

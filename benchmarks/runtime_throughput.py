@@ -88,7 +88,8 @@ def main() -> None:
                      ("runtime: window+features+ORT+scorer+MQTT", t_runtime)):
         rate = n / t
         print(f"{label:<44}{rate:>12.0f}{t_bare / t:>12.3f}{rate / needed:>13.1f}")
-    print(f"(one sensor at this rate and hop needs {needed:.0f} windows/s; 'x real time' is how many such sensors one process keeps up with)")
+    print(f"(one sensor at this rate and hop needs {needed:.0f} windows/s; "
+          "'x real time' is how many such sensors one process keeps up with)")
 
 
 def runtime_time(bundle, signal: np.ndarray, batch: int, tmp: Path) -> float:

@@ -14,10 +14,10 @@ import logging
 import queue
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from factoryedge.errors import ConfigError, FactoryEdgeError
-
 from factoryedge.runtimes import messages as msg
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ sample is replaced by the next one. The retained ``status`` topic says ``online`
 every (re)connect; the Last Will sets it to ``offline`` (reason ``connection_lost``) when
 the device vanishes, and ``close`` sets it to ``offline`` (reason ``shutdown``).
 
-paho-mqtt is imported when a sink is opened, never when this module is imported.
+paho-mqtt is imported when a sink is opened, never when this module is imported (``paho_client``).
 Threads: paho's network thread only queues work (no disk I/O there), the drainer owns the
 mid -> row map, and commands run on a worker thread of their own (``commands``).
 """
@@ -21,19 +21,20 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from factoryedge.errors import ConfigError, SinkError, missing_dependency
-
+from factoryedge.errors import ConfigError, SinkError
 from factoryedge.runtimes import messages as msg
+
 from .commands import CommandCallback, CommandDispatcher
 from .mqtt_config import MqttConfig, parse_mqtt_uri
 from .outbox import Outbox
+from .paho_client import import_paho, make_client, no_delay
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +57,11 @@ class SinkStats:
     outbox_over_limit: int
 
 
-def _import_paho():
-    try:
-        import paho.mqtt.client as mqtt
-    except ImportError:
-        raise missing_dependency("paho.mqtt", "device", "publishing over MQTT") from None
-    return mqtt
-
-
 class MqttSink:
     """Publishes one machine's events, telemetry and status to a broker; see the module doc."""
 
     def __init__(self, config: MqttConfig, identity: msg.Identity, outbox: Outbox | str | Path):
-        mqtt = _import_paho()
+        mqtt = import_paho()
         self.config = config
         self.identity = identity
         self.topics = msg.Topics.for_identity(identity, config.topic_root)
@@ -84,7 +77,13 @@ class MqttSink:
         self._closing = False
         self._closed = False
         self._final_depth = 0
-        self._client = self._make_client(mqtt)
+        self._client = make_client(mqtt, config, self.topics.status,
+                                   msg.status_payload(identity, "offline", "connection_lost", config.client_id).to_bytes())
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
         depth = self.outbox.depth()
         if depth:
             log.info("mqtt outbox holds %d undelivered messages from an earlier run path=%s", depth, self.outbox.path)
@@ -104,7 +103,7 @@ class MqttSink:
         URI's site/line/machine/device_id options give it.
         """
         settings = parse_mqtt_uri(uri, identity=identity, **options)
-        _import_paho()  # before the outbox file is created
+        import_paho()  # before the outbox file is created
         outbox = Outbox(settings.outbox, max_pending=settings.max_pending)
         try:
             sink = cls(settings.mqtt, settings.identity, outbox)
@@ -118,36 +117,6 @@ class MqttSink:
     def validate(cls, uri: str, identity: msg.Identity | None = None, **options: Any) -> None:
         """Check the URI and every option without connecting, creating the outbox or reading secrets."""
         parse_mqtt_uri(uri, identity=identity, resolve_secrets=False, **options)
-
-    def _make_client(self, mqtt):
-        cfg = self.config
-        # Clean session: commands are only meant for a device that is online to answer them;
-        # a stale set_threshold queued for hours should not apply itself. Events need no
-        # broker session because the outbox re-sends them.
-        protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
-                             protocol=protocol, clean_session=None if cfg.protocol == "5" else True)
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password)
-        if cfg.tls:
-            try:
-                client.tls_set(ca_certs=cfg.ca, certfile=cfg.cert, keyfile=cfg.key)
-            except (OSError, ValueError) as e:
-                raise SinkError(f"TLS setup failed for ca={cfg.ca!r} cert={cfg.cert!r} key={cfg.key!r}: {e}") from e
-            if cfg.tls_insecure:
-                log.warning("mqtt TLS host name checking is off (tls_insecure=true); use only on a lab network")
-                client.tls_insecure_set(True)
-        will = msg.status_payload(self.identity, "offline", "connection_lost", cfg.client_id).to_bytes()
-        client.will_set(self.topics.status, will, qos=1, retain=True)
-        client.reconnect_delay_set(cfg.reconnect_min, cfg.reconnect_max)
-        client.max_inflight_messages_set(cfg.max_inflight)
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))  # paho's own errors, e.g. in callbacks
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        return client
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -262,19 +231,19 @@ class MqttSink:
 
     def _send_more(self, inflight: dict[int, int], sent_upto: int) -> int:
         rows = self.outbox.pending(self.config.max_inflight - len(inflight), after=sent_upto)
-        for msg in rows:
+        for row in rows:
             try:
-                info = self._client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+                info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
             except ValueError as e:  # a row no publish can send (e.g. written by other software)
                 log.error("mqtt cannot send outbox row=%d topic=%r: %s; it stays in %s for inspection",
-                          msg.id, msg.topic, e, self.outbox.path)
-                sent_upto = msg.id
+                          row.id, row.topic, e, self.outbox.path)
+                sent_upto = row.id
                 continue
             if info.rc not in (0, 4):  # 4 = not connected: paho keeps it and sends on reconnect
-                log.warning("mqtt publish failed row=%d rc=%s; retried on the next connection", msg.id, info.rc)
+                log.warning("mqtt publish failed row=%d rc=%s; retried on the next connection", row.id, info.rc)
                 break
-            inflight[info.mid] = msg.id
-            sent_upto = msg.id
+            inflight[info.mid] = row.id
+            sent_upto = row.id
             self._count("published")
         # no self-wake needed: a full page fills the window, and each PUBACK wakes the drainer
         return sent_upto
@@ -287,7 +256,7 @@ class MqttSink:
             log.error("mqtt broker refused the connection host=%s reason=%s", self.config.host, reason_code)
             return
         self._count("connects")
-        _no_delay(client)
+        no_delay(client)
         online = msg.status_payload(self.identity, "online", "connected", self.config.client_id).to_bytes()
         client.publish(self.topics.status, online, qos=1, retain=True)
         if self._dispatcher is not None:
@@ -406,19 +375,6 @@ class MqttSink:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _no_delay(client) -> None:
-    """Turn Nagle's algorithm off: a decision or trigger is one small packet that must go now.
-
-    With it on, a small PUBLISH waiting behind an un-acknowledged one meets the peer's
-    delayed ACK and arrives about 40 ms late on Linux.
-    """
-    sock = client.socket()
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError) as e:  # not a TCP socket (e.g. a websocket wrapper)
-        log.debug("mqtt could not set TCP_NODELAY: %s", e)
 
 
 def _check_topic(topic: str) -> str:

@@ -19,9 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from factoryedge.errors import ConfigError
-from factoryedge.runtimes.options import OptionError, masked, query_options, read_secret
-
 from factoryedge.runtimes.messages import Identity
+from factoryedge.runtimes.options import OptionError, masked, query_options, read_secret
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 PROTOCOLS = {"5": "5", "5.0": "5", "3.1.1": "3.1.1", "311": "3.1.1"}

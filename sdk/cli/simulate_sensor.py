@@ -9,7 +9,8 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--recording", metavar="DATA", help="stream a recording ([LABEL=]PATH[#START:STOP]) instead of the simulator")
+    src.add_argument("--recording", metavar="DATA",
+                     help="stream a recording ([LABEL=]PATH[#START:STOP]) instead of the simulator")
     src.add_argument("--fault", choices=["none", "outer_race", "inner_race", "ball"], default="none",
                      help="simulated bearing fault (default none)")
     p.add_argument("--fault-at", type=float, default=None, help="seconds into the stream at which the fault starts to develop")

@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     torch.save(trained, checkpoint)
     print(f"trained {args.model} model: {len(trained.fit_result.history)} epochs, best validation loss "
           f"{trained.fit_result.best_val_loss:.4g}; threshold {trained.threshold:.4g}")
-    print(f"learning curves: {trained.fit_result.curve_csv}" + (f", {trained.fit_result.curve_png}" if trained.fit_result.curve_png else ""))
+    png = trained.fit_result.curve_png
+    print(f"learning curves: {trained.fit_result.curve_csv}" + (f", {png}" if png else ""))
     print(f"checkpoint: {checkpoint}")
     if args.no_export:
         return 0

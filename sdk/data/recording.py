@@ -58,7 +58,7 @@ class Recording:
     def duration_s(self) -> float:
         return self.n_samples / self.sample_rate
 
-    def slice_fraction(self, start: float, stop: float) -> "Recording":
+    def slice_fraction(self, start: float, stop: float) -> Recording:
         """The part between two fractions of the duration (0..1), e.g. (0.0, 0.6) for a training split."""
         if not (0.0 <= start < stop <= 1.0):
             raise DataError(f"fractions must satisfy 0 <= start < stop <= 1, got {start}, {stop}")
@@ -73,7 +73,7 @@ class Recording:
             fault_onset_s=onset,
         )
 
-    def select_channels(self, names: list[str] | tuple[str, ...]) -> "Recording":
+    def select_channels(self, names: list[str] | tuple[str, ...]) -> Recording:
         """A recording with only the named channels, in the given order."""
         missing = [n for n in names if n not in self.channels]
         if missing:

@@ -10,8 +10,8 @@ sensor noise. Everything is vectorised: no per-sample Python loop.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 

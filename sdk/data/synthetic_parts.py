@@ -85,7 +85,8 @@ class SyntheticParts:
         scene = self._scene(_check_index(index), _check_defect(defect), travel=0)
         return self._expose(scene, index, frame=0, offset=0)
 
-    def passing(self, defect: str | None, index: int, n_frames: int, travel: float = 0.2) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def passing(self, defect: str | None, index: int, n_frames: int,
+                travel: float = 0.2) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The frames of part ``index`` riding the belt left to right by ``travel`` x width, with masks.
 
         The part stays whole in view in every frame; each frame has its own sensor noise.
@@ -196,7 +197,8 @@ def _scratch(local: _Local, rng, xx, yy, full):
     for _ in range(20):
         pu, pv = _interior_point(local, rng, 4.0)
         length = rng.uniform(0.1, 0.25) * local.s
-        ang = np.arctan2(pv, pu) + np.pi / 2 + rng.uniform(-0.6, 0.6) if local.geom["shape"] == "washer" else rng.uniform(0, np.pi)
+        washer = local.geom["shape"] == "washer"
+        ang = np.arctan2(pv, pu) + np.pi / 2 + rng.uniform(-0.6, 0.6) if washer else rng.uniform(0, np.pi)
         t = np.linspace(-0.5, 0.5, 40)[:, None]
         bend = rng.uniform(-0.08, 0.08) * length * (1 - 4 * t**2)
         d = np.array([np.cos(ang), np.sin(ang)])
@@ -382,7 +384,8 @@ def write_parts_video(
         raise
     writer.release()
     os.replace(tmp, path)
-    log.info("synthetic parts video written", extra={"path": str(path), "parts": len(parts), "frames": len(parts) * frames_per_part})
+    log.info("synthetic parts video written",
+             extra={"path": str(path), "parts": len(parts), "frames": len(parts) * frames_per_part})
     return truth
 
 

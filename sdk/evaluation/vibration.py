@@ -10,8 +10,8 @@ import numpy as np
 
 from factoryedge.debounce import DebounceConfig, replay
 from factoryedge.evaluation.metrics import detection_report, roc_curves
-from factoryedge.scoring import ScoreRule
 from factoryedge.evaluation.plots import plot_scores, plot_timeline
+from factoryedge.scoring import ScoreRule
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ def format_report(report: dict) -> str:
                      f"normal running = {alarms['per_hour']:.2f}/h at the device's debounce ({d['k']} of {d['n']})")
     for label in [*sorted(m["per_class"]), "overall"]:
         r = m["overall"] if label == "overall" else m["per_class"][label]
-        row = f"{label:<14}{r['n_windows']:>8} | {r['auroc']:>7.4f}{r['average_precision']:>7.3f}{r['f1']:>7.3f}{r['detection_rate']:>8.3f}"
+        row = (f"{label:<14}{r['n_windows']:>8} | {r['auroc']:>7.4f}{r['average_precision']:>7.3f}{r['f1']:>7.3f}"
+               f"{r['detection_rate']:>8.3f}")
         if b:
             rb = b["overall"] if label == "overall" else b["per_class"][label]
             row += f" | {rb['auroc']:>15.4f}{rb['average_precision']:>7.3f}{rb['f1']:>7.3f}{rb['detection_rate']:>8.3f}"

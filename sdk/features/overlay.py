@@ -10,7 +10,7 @@ one is ``alpha`` colour, so a small defect stands out without tinting the whole 
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -36,7 +36,7 @@ _JET_SEGMENTS = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def colour_table(name: str = "inferno") -> np.ndarray:
     """A (256, 3) uint8 RGB lookup table for ``name`` ("inferno" or "jet"); read-only."""
     t = np.linspace(0.0, 1.0, 256)

@@ -59,7 +59,8 @@ class CellHead(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(channels) if mean is None else torch.as_tensor(mean).float())
         self.register_buffer("std", torch.ones(channels) if std is None else torch.as_tensor(std).float())
-        self.net = nn.Sequential(nn.Conv2d(channels, hidden, kernel, padding=kernel // 2), nn.ReLU(inplace=True), nn.Dropout2d(dropout), nn.Conv2d(hidden, 1, 1))
+        self.net = nn.Sequential(nn.Conv2d(channels, hidden, kernel, padding=kernel // 2), nn.ReLU(inplace=True),
+                                 nn.Dropout2d(dropout), nn.Conv2d(hidden, 1, 1))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.net((f - self.mean[:, None, None]) / self.std[:, None, None])[:, 0]

@@ -97,7 +97,7 @@ class ConvDecoder(nn.Module):
         self.shape = (c, 4, 4)
         self.head = nn.Sequential(nn.Linear(in_dim, c * 16), nn.BatchNorm1d(c * 16), nn.ReLU())
         layers: list[nn.Module] = []
-        for i in range(n - 1):
+        for _ in range(n - 1):
             layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU()]
             c //= 2
         layers += [nn.ConvTranspose2d(c, 1, 4, 2, 1), nn.Tanh()]

@@ -147,7 +147,8 @@ def _batched(fn, x: torch.Tensor, size: int = 512) -> torch.Tensor:
         return torch.cat([fn(x[i : i + size]) for i in range(0, len(x), size)])
 
 
-def train_wgan_gp(sampler: TileSampler, val: torch.Tensor, config: FAnoGANConfig) -> tuple[ConvDecoder, ConvEncoder, list[dict], dict]:
+def train_wgan_gp(sampler: TileSampler, val: torch.Tensor,
+                  config: FAnoGANConfig) -> tuple[ConvDecoder, ConvEncoder, list[dict], dict]:
     """Stage 1: (generator, critic, history rows, stage info), both networks returned in eval mode."""
     c = config
     gen = torch.Generator().manual_seed(c.seed)
@@ -202,7 +203,8 @@ def train_wgan_gp(sampler: TileSampler, val: torch.Tensor, config: FAnoGANConfig
     return G, D, history, info
 
 
-def izi_f_loss(E: nn.Module, G: nn.Module, D: ConvEncoder, x: torch.Tensor, kappa: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def izi_f_loss(E: nn.Module, G: nn.Module, D: ConvEncoder, x: torch.Tensor,
+               kappa: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, image MSE, feature MSE) of the izi_f scheme, averaged over the batch."""
     rec = G(E(x))
     image = (x - rec).square().mean()

@@ -63,7 +63,8 @@ def reduction_phrase(reduction: str, window: int) -> str:
 def check_tiled_spec(spec: ImagePreprocessingSpec, tile: int) -> None:
     """The tile models need grey tiles of their own size; anything else is a ConfigError."""
     if spec.tile != tile:
-        raise ConfigError(f"the model is built for {tile} px tiles but the preprocessing spec has tile={spec.tile}; set both equal")
+        raise ConfigError(f"the model is built for {tile} px tiles but the preprocessing spec has tile={spec.tile}; "
+                          "set both equal")
     if spec.model_colour != "gray":
         raise ConfigError(f"the tile models read one grey channel; set model_colour='gray' (got {spec.model_colour!r})")
     if spec.margin:
@@ -75,7 +76,8 @@ def check_images(images) -> None:
     n_min = MIN_TRAIN_IMAGES + MIN_CALIBRATION_WINDOWS
     if not isinstance(images, (list, tuple)) or len(images) < n_min:
         n = len(images) if isinstance(images, (list, tuple)) else type(images).__name__
-        raise DataError(f"need a list of at least {n_min} good images (some train, >= {MIN_CALIBRATION_WINDOWS} calibrate), got {n}")
+        raise DataError(f"need a list of at least {n_min} good images (some train, >= {MIN_CALIBRATION_WINDOWS} "
+                        f"calibrate), got {n}")
     for i, im in enumerate(images):
         if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim not in (2, 3) or min(im.shape[:2]) < 1:
             what = f"{im.dtype} array of shape {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__

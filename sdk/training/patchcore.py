@@ -354,7 +354,8 @@ def fit_patchcore(
     info = {
         "n_good_images": len(images),
         "folds": config.folds,
-        "banks": [{"patches": b.n_patches, "sampled": b.n_sampled, "coreset": int(len(b.bank)), "dim": int(b.bank.shape[1])} for b in banks],
+        "banks": [{"patches": b.n_patches, "sampled": b.n_sampled, "coreset": int(len(b.bank)),
+                   "dim": int(b.bank.shape[1])} for b in banks],
         "threshold_rule": rule.model_dump(),
         "seconds": {"features": round(t_feat, 1), "held_out": round(t_cal, 1), "total": round(time.perf_counter() - t0, 1)},
     }

@@ -16,8 +16,8 @@ from torch import nn
 from factoryedge.bundle import Bundle
 from factoryedge.exporters.image_bundle import build_image_bundle, golden_groups
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor
-from factoryedge.scoring import calibrate_threshold
 from factoryedge.manifest import ThresholdRule
+from factoryedge.scoring import calibrate_threshold
 from factoryedge.training.image_common import TrainedImageModel
 
 # Unit mean/std keep the input in [0, 1] grey levels / 255.

@@ -12,9 +12,8 @@ import pytest
 from factoryedge.errors import BackendUnavailableError, ConfigError, ExportError
 from factoryedge.manifest import EngineParity
 from factoryedge.runtimes.backends import engine_cache as ec
-from factoryedge.runtimes.backends import select
+from factoryedge.runtimes.backends import select, tensorrt_build
 from factoryedge.runtimes.backends import tensorrt as trt_backend
-from factoryedge.runtimes.backends import tensorrt_build
 from tests.support.tiny_bundle import tiny_bundle
 
 ORIN = ec.DeviceInfo(tensorrt_version="10.3.0.30", compute_capability="8.7", device_name="Orin", integrated=True)

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from factoryedge.runtimes.devkit.local_broker import LocalBroker
-from factoryedge.runtimes.sinks.mqtt import MqttSink
 from factoryedge.runtimes.messages import anomaly_payload
+from factoryedge.runtimes.sinks.mqtt import MqttSink
 
 
 @pytest.mark.parametrize("kind", ["mosquitto", "amqtt"])

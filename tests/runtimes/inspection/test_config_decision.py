@@ -29,7 +29,8 @@ def test_defaults_are_fail_safe():
     ({"camera": "csi://0", "deadline_ms": -5}, "inspection: deadline_ms: Input should be greater than 0 (got -5)"),
     ({"camera": "csi://0", "fail_safe": "maybe"}, "fail_safe: Input should be 'reject' or 'pass' (got 'maybe')"),
     ({"camera": "csi://0", "deadline_ms": 50, "frame_max_wait_ms": 80}, "frame_max_wait_ms=80 must be below deadline_ms=50"),
-    ({"camera": "csi://0", "archive": {"max_items": 0}}, "inspection: archive.max_items: Input should be greater than or equal to 1"),
+    ({"camera": "csi://0", "archive": {"max_items": 0}},
+     "inspection: archive.max_items: Input should be greater than or equal to 1"),
     ({"camera": "csi://0", "deadline": 50}, "inspection: deadline: Extra inputs are not permitted"),
 ])
 def test_config_errors_name_the_key_and_what_is_valid(data, says):

@@ -14,8 +14,8 @@ import logging
 import sys
 import time
 
-from factoryedge.runtimes.sinks.mqtt import MqttSink
 from factoryedge.runtimes.messages import anomaly_payload
+from factoryedge.runtimes.sinks.mqtt import MqttSink
 
 
 def main() -> int:

@@ -77,8 +77,9 @@ bad_line = st.one_of(
     st.lists(numbers, min_size=1, max_size=6).filter(lambda v: len(v) != 3).map(lambda v: ",".join(map(repr, v)).encode()),
     st.builds(lambda v, k: b",".join([repr(x).encode() for x in v[:k]] + [b"x1"] + [repr(x).encode() for x in v[k + 1:]]),
               good_line, st.integers(0, 2)),
-    st.binary(min_size=1, max_size=30).filter(lambda b: b"\n" not in b and b"#" not in b[:1] and b.strip() and not b.strip().startswith(b"#")
-                                              and b.count(b",") != 2),
+    st.binary(min_size=1, max_size=30).filter(
+        lambda b: b"\n" not in b and b"#" not in b[:1] and b.strip() and not b.strip().startswith(b"#")
+        and b.count(b",") != 2),
 )
 
 

@@ -1,23 +1,20 @@
-"""Payload schemas, the topic scheme, and command parsing; and that mqtt.md documents them."""
+"""Payload schemas, the topic scheme, and command parsing (mqtt.md is checked by test_messages_doc)."""
 from __future__ import annotations
 
 import datetime as dt
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factoryedge.errors import ConfigError
 from factoryedge.debounce import Debounce, DebounceConfig
+from factoryedge.errors import ConfigError
 from factoryedge.runtimes import messages as msg
+from tests.runtimes.sinks.conftest import IDENTITY, TOPICS
 
-from .conftest import IDENTITY, TOPICS
-
-DOC = Path(__file__).resolve().parents[3] / "firmware-config" / "mqtt.md"
 COMMON = {"schema", "device_id", "site", "line", "machine", "time_utc", "time_epoch"}
 
 
@@ -170,17 +167,3 @@ def test_command_response_payload():
                                        message="loading", result={"bundle": "x"}).to_bytes())
     assert r["schema"] == "factoryedge.command_response/1"
     assert (r["request_id"], r["command"], r["status"], r["result"]) == ("r-1", "reload", "accepted", {"bundle": "x"})
-
-
-def test_mqtt_md_documents_every_schema_topic_and_command():
-    doc = DOC.read_text(encoding="utf-8")
-    for schema in (msg.ANOMALY, msg.TELEMETRY, msg.HEALTH, msg.STATUS, msg.COMMAND, msg.COMMAND_RESPONSE):
-        assert schema in doc
-    for suffix in ("event/anomaly", "telemetry/score", "`health`", "`status`", "`command`", "command/response"):
-        assert suffix in doc
-    for command in msg.COMMANDS:
-        assert f"`{command}`" in doc
-    for field in msg.AnomalyPayload.model_fields:
-        assert field == "schema_" or f'"{field}"' in doc, field  # in the example event
-    for field in msg.HealthPayload.model_fields:
-        assert field == "schema_" or f"`{field}`" in doc, field
