@@ -33,7 +33,7 @@ FORBIDDEN = {
 
 @dataclass(frozen=True)
 class Import:
-    path: str  # relative to the repository root, e.g. "runtimes/monitor.py"
+    path: str  # relative to the repository root, e.g. "runtimes/app.py"
     line: int
     statement: str
     modules: tuple[str, ...]  # every module name the statement imports, fully qualified

@@ -37,12 +37,12 @@ def dense_bundle(cwru48, tmp_path_factory):
 
 def test_dense_autoencoder_detects_every_fault_on_held_out_data(cwru48, dense_bundle, tmp_path):
     from factoryedge.evaluation.vibration import ScoredRecording, evaluate_vibration, format_report
-    from factoryedge.runtimes.offline import OfflineScorer
+    from factoryedge.runtimes.monitoring.recordings import RecordingScorer
 
     m = dense_bundle.manifest
     assert max(m.parity.max_abs_diff.values()) <= 1e-4
     held_from = m.provenance.split["train_fraction"] + m.provenance.split["calibration_fraction"]
-    scorer = OfflineScorer(dense_bundle)
+    scorer = RecordingScorer(dense_bundle)
     items = []
     for rec in cwru48:
         if rec.label == "normal":
