@@ -28,7 +28,7 @@ PROGRAMS = {
         "factoryedge.runtimes.sinks.mqtt", "factoryedge.runtimes.backends.onnxruntime",
     ],
     "inspection (camera + trigger -> decision)": [
-        "factoryedge.runtimes.inspection.station", "factoryedge.runtimes.inspection.triggers",
+        "factoryedge.runtimes.inspection.station", "factoryedge.runtimes.triggers",
         "factoryedge.runtimes.sinks.mqtt", "factoryedge.runtimes.backends.onnxruntime",
         *(f"camera:{scheme}" for scheme in ("csi", "v4l2", "rtsp", "file", "dir")),
     ],

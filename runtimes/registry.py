@@ -24,7 +24,7 @@ from factoryedge.runtimes.options import OptionError
 log = logging.getLogger(__name__)
 
 _CAMERAS = "factoryedge.runtimes.cameras"
-_TRIGGERS = "factoryedge.runtimes.inspection.triggers"
+_TRIGGERS = "factoryedge.runtimes.triggers"
 BUILTIN: dict[str, dict[str, str]] = {
     "source": {
         "serial": "factoryedge.runtimes.sources.serial_source:SerialSource",

@@ -153,7 +153,7 @@ def check_plan(plan: Plan) -> Plan:
     if not _ID_SAFE.fullmatch(plan.prefix):
         # the device's own rule, imported only here: it pulls in numpy, and a PLC started just
         # in time for the first part should not spend a tenth of a second on it
-        from factoryedge.runtimes.inspection.triggers import check_part_id
+        from factoryedge.runtimes.triggers import check_part_id
 
         try:
             check_part_id(plan.part_id(plan.parts - 1))

@@ -38,9 +38,9 @@ from factoryedge.errors import DataError, FactoryEdgeError, SourceError
 from factoryedge.runtimes.cameras.frames import Frame, FrameTimeout, LatestFrame, StreamEnded
 from factoryedge.runtimes.inspection.archive import RejectArchive
 from factoryedge.runtimes.inspection.config import InspectionConfig
-from factoryedge.runtimes.inspection.triggers import Trigger, TriggerSource
 from factoryedge.runtimes.messages import decision_payload, trigger_error_payload
 from factoryedge.runtimes.registry import open_camera, open_trigger
+from factoryedge.runtimes.triggers import Trigger, TriggerSource
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 
 from factoryedge.errors import DataError
-from factoryedge.runtimes.inspection.triggers import Trigger
 from factoryedge.runtimes.messages import DecisionPayload, Identity, Topics
+from factoryedge.runtimes.triggers import Trigger
 
 IDENTITY = Identity(site="s1", line="l1", machine="sorter1", device_id="dev1")
 FAST = {"reconnect_min": 0.01, "reconnect_max": 0.05}

@@ -10,8 +10,8 @@ import pytest
 from factoryedge.errors import DataError
 from factoryedge.runtimes.inspection.config import InspectionConfig
 from factoryedge.runtimes.inspection.sorter import Sorter
-from factoryedge.runtimes.inspection.triggers import PeriodicTrigger, TriggerSource
 from factoryedge.runtimes.registry import open_camera
+from factoryedge.runtimes.triggers import PeriodicTrigger, TriggerSource
 from tests.runtimes.inspection.helpers import FAST, BrightnessModel, RecordingSink, trigger, write_folder
 from tests.support.broker import wait_until
 

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from factoryedge.errors import ConfigError
-from factoryedge.runtimes.inspection.triggers import MqttTrigger, PeriodicTrigger, SerialTrigger
 from factoryedge.runtimes.messages import parse_trigger
 from factoryedge.runtimes.registry import check, open_trigger
 from factoryedge.runtimes.sinks.mqtt import MqttSink
+from factoryedge.runtimes.triggers import MqttTrigger, PeriodicTrigger, SerialTrigger
 from tests.runtimes.sources.ptys import Pty
 from tests.support.broker import find_binary, wait_until
 
