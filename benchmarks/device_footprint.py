@@ -54,7 +54,7 @@ LOADED = textwrap.dedent("""
 """)
 
 FOLLOWED = textwrap.dedent("""
-    import json, logging, sys, tempfile, threading
+    import json, logging, sys, tempfile, threading, time
     from pathlib import Path
     import numpy as np, yaml
     root = Path(sys.argv[1])
@@ -90,7 +90,8 @@ FOLLOWED = textwrap.dedent("""
     sys.setprofile(None)
     phase = "loop"
     def feed():
-        monitor.source.open()
+        while not monitor.source.is_open:  # the loop opens the port
+            time.sleep(0.01)
         signal = np.random.default_rng(0).normal(0, 3.0, size=(48000, 1)).astype(np.float32)
         SensorStreamer(Recording(signal, 12000.0, ("ch0",), "loud", "fault"), pty, speed=1.0).run()
         monitor.stop()
@@ -109,7 +110,9 @@ FOLLOWED = textwrap.dedent("""
 
 
 def run_probe(code: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode:
+        raise SystemExit(f"probe failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

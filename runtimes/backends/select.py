@@ -14,7 +14,11 @@ from factoryedge.bundle import Bundle
 from factoryedge.errors import BackendUnavailableError, ConfigError, ExportError, FactoryEdgeError
 from factoryedge.manifest import EngineRecord
 from factoryedge.runtimes.backends.base import Backend
-from factoryedge.runtimes.backends.engine_cache import PRECISIONS, DeviceInfo
+from factoryedge.runtimes.backends.engine_cache import PRECISIONS, DeviceInfo, describe_engine, find_engine, plan_path
+from factoryedge.runtimes.backends.onnxruntime import OnnxRuntimeBackend, available_providers
+
+# The TensorRT modules are imported only where TensorRT is chosen or probed: an ONNX Runtime
+# device never loads the TensorRT code paths (import time and memory on a small Jetson).
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,6 @@ def _check(choice: str, precision: str | None, dla_core: int | None) -> None:
 
 def _tensorrt_status(bundle: Bundle, precision: str | None, dla_core: int | None) -> _TensorRTStatus:
     """Whether TensorRT can serve this bundle here, and with which engine; opens nothing."""
-    from factoryedge.runtimes.backends.engine_cache import describe_engine, find_engine
     from factoryedge.runtimes.backends.tensorrt import fast_fp16, probe_device
 
     try:
@@ -67,7 +70,6 @@ def _tensorrt_status(bundle: Bundle, precision: str | None, dla_core: int | None
 
 
 def _ort_reason() -> str:
-    from factoryedge.runtimes.backends.onnxruntime import available_providers
 
     providers = available_providers()
     if "CUDAExecutionProvider" in providers:
@@ -119,7 +121,6 @@ def open_backend(bundle: Bundle, choice: str = "auto", *, precision: str | None 
             raise BackendUnavailableError(f"backend 'tensorrt' was asked for, but {status.reason}")
         else:
             trt_reason = status.reason
-    from factoryedge.runtimes.backends.onnxruntime import OnnxRuntimeBackend, available_providers
 
     m = bundle.manifest
     backend = OnnxRuntimeBackend(bundle.model_path, m.model.inputs, m.model.outputs)
@@ -135,7 +136,6 @@ def open_backend(bundle: Bundle, choice: str = "auto", *, precision: str | None 
 
 
 def _open_tensorrt(bundle: Bundle, status: _TensorRTStatus, dla_core: int | None) -> tuple[Backend, str]:
-    from factoryedge.runtimes.backends.engine_cache import describe_engine, plan_path
     from factoryedge.runtimes.backends.tensorrt import TensorRTBackend
 
     m = bundle.manifest

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from factoryedge import __version__
 from factoryedge.runtimes.messages.base import Payload, build, common
 from factoryedge.runtimes.messages.identity import Identity
 
@@ -71,7 +72,5 @@ class StatusPayload(Payload):
 
 def status_payload(identity: Identity, state: str, reason: str, client_id: str,
                    now: float | None = None) -> StatusPayload:
-    from factoryedge import __version__
-
     return build(StatusPayload, **common(STATUS, identity, now), state=state, reason=reason,
                   client_id=client_id, software_version=__version__)
