@@ -25,14 +25,6 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _known_scheme(kind: str, uri: str) -> str:
-    try:
-        registry.resolve(kind, uri)
-    except ConfigError as e:
-        raise ValueError(str(e)) from None
-    return uri
-
-
 class SensorConfig(_Section):
     """Where the samples come from: a source URI plus options for its plugin."""
 
@@ -42,7 +34,7 @@ class SensorConfig(_Section):
     @field_validator("uri")
     @classmethod
     def _scheme(cls, v: str) -> str:
-        return _known_scheme("source", v)
+        return registry.known_uri("source", v)
 
 
 class ModelConfig(_Section):
@@ -87,7 +79,7 @@ class MqttSection(_Section):
     @field_validator("uri")
     @classmethod
     def _scheme(cls, v: str) -> str:
-        return _known_scheme("sink", v)
+        return registry.known_uri("sink", v)
 
     @field_validator("options")
     @classmethod

@@ -90,6 +90,19 @@ def resolve(kind: str, uri: str) -> type:
     return getattr(module, attr)
 
 
+def known_uri(kind: str, uri: str) -> str:
+    """The URI itself if its scheme names a plugin of ``kind``; a pydantic field validator for profiles.
+
+    Raises ValueError (pydantic then reports the key path); the options are checked later,
+    with the whole section at hand, by ``check``.
+    """
+    try:
+        resolve(kind, uri)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return uri
+
+
 def check(kind: str, uri: str, options: Mapping[str, Any] | None = None, *, at: str = "",
           options_at: str = "") -> None:
     """Validate a plugin's URI and options without opening anything; ConfigError if bad.

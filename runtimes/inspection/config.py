@@ -54,12 +54,12 @@ class InspectionConfig(BaseModel):
     @field_validator("camera")
     @classmethod
     def _camera_scheme(cls, v: str) -> str:
-        return _known_scheme("camera", v)
+        return registry.known_uri("camera", v)
 
     @field_validator("trigger")
     @classmethod
     def _trigger_scheme(cls, v: str) -> str:
-        return _known_scheme("trigger", v)
+        return registry.known_uri("trigger", v)
 
     @model_validator(mode="after")
     def _times(self) -> InspectionConfig:
@@ -92,12 +92,3 @@ class InspectionConfig(BaseModel):
             raise ConfigError(f"{where}: {path}: {msg}{got}") from None
         config.check_plugins(where)
         return config
-
-
-def _known_scheme(kind: str, uri: str) -> str:
-    """The URI if its scheme is a known plugin of ``kind``; options are checked by ``check_plugins``."""
-    try:
-        registry.resolve(kind, uri)
-    except ConfigError as e:
-        raise ValueError(str(e)) from None
-    return uri
