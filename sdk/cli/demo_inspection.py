@@ -104,7 +104,7 @@ def _profile(out: Path, bundle_path: Path, video: Path, broker) -> Path:
 
 def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
     from factoryedge.cli.demo_live import start_watcher
-    from factoryedge.data.synthetic_parts import write_parts_video
+    from factoryedge.data.parts_video import write_parts_video
     from factoryedge.errors import SinkError
     from factoryedge.runtimes.devkit.local_broker import LocalBroker
     from factoryedge.runtimes.devkit.plc import Plan

@@ -9,7 +9,7 @@ and hairline scratches have pixel-sized widths, so they weigh more in smaller im
 Everything is a pure function of (seed, part index, defect): part ``k`` with a defect is
 part ``k`` without it plus the defect, bit for bit outside the mask, so the mask is exactly
 the set of pixels the defect changed. Numpy only; writing PNGs needs Pillow (the ``train``
-extra), writing videos OpenCV (the ``camera`` extra), both imported when used.
+extra), imported when used. Parts videos are written by ``parts_video``.
 """
 from __future__ import annotations
 
@@ -29,11 +29,6 @@ log = logging.getLogger(__name__)
 DEFECTS = ("scratch", "pit", "chip", "stain")
 SHAPES = ("washer", "tile")
 COLOURS = ("gray", "bgr")
-VIDEO_FOURCC = "MJPG"  # intra-frame only: exact frame counts and seeks, and OpenCV's own encoder
-# FFV1: lossless and intra-frame, as raw frames from a CSI or GigE camera arrive (no codec
-# artefacts between the training images and what the station sees); needs FFmpeg's writer.
-VIDEO_CODECS = ("MJPG", "FFV1")
-VIDEO_SUFFIX = ".avi"
 NOISE_SIGMA = 2.5  # sensor read noise, grey levels
 
 # BGR tints: brushed steel, a dark green belt, and what a rust stain leaves at full depth.
@@ -82,7 +77,7 @@ class SyntheticParts:
         """One part image (uint8) and its defect mask (uint8 0/255, (H, W); all zero for a good part)."""
         if index is None:
             index, self._next = self._next, self._next + 1
-        scene = self._scene(_check_index(index), _check_defect(defect), travel=0)
+        scene = self._scene(_check_index(index), check_defect(defect), travel=0)
         return self._expose(scene, index, frame=0, offset=0)
 
     def passing(self, defect: str | None, index: int, n_frames: int,
@@ -96,7 +91,7 @@ class SyntheticParts:
         if not 0.0 <= float(travel) <= 0.2:
             raise ConfigError(f"travel {travel!r} must be between 0 and 0.2 of the width (the part must stay in view)")
         travel_px = int(round(float(travel) * self.size[1]))
-        scene = self._scene(_check_index(index), _check_defect(defect), travel=travel_px)
+        scene = self._scene(_check_index(index), check_defect(defect), travel=travel_px)
         offsets = np.round(np.linspace(travel_px, 0, int(n_frames))).astype(int)
         return (self._expose(scene, index, frame=k, offset=int(off)) for k, off in enumerate(offsets))
 
@@ -266,7 +261,7 @@ def _polyline_distance(pts: np.ndarray, xx: np.ndarray, yy: np.ndarray) -> np.nd
     return out
 
 
-def _check_defect(defect: str | None) -> str | None:
+def check_defect(defect: str | None) -> str | None:
     if defect is not None and defect not in DEFECTS:
         raise ConfigError(f"defect {defect!r} is not one of {list(DEFECTS)} (or None for a good part)")
     return defect
@@ -305,7 +300,7 @@ def write_inspection_set(
     for name, n, least in (("n_train_good", n_train_good, 1), ("n_test_good", n_test_good, 0), ("n_per_defect", n_per_defect, 0)):
         if not isinstance(n, (int, np.integer)) or n < least:
             raise ConfigError(f"{name} {n!r} must be an integer of at least {least}")
-    defects = [_check_defect(d) for d in defects]
+    defects = [check_defect(d) for d in defects]
     if n_test_good + n_per_defect * len(defects) < 1:
         raise ConfigError("the test split would be empty; ask for test good parts or defects")
     root = Path(root)
@@ -330,77 +325,6 @@ def write_inspection_set(
                 _write_png(gt / f"{k:03d}_mask.png", mask)
     log.info("synthetic inspection set written", extra={"root": str(root), "parts": gen._next, "seed": seed})
     return load_inspection_set(root, require_masks=True)
-
-
-def write_parts_video(
-    path: str | os.PathLike,
-    parts: Sequence[str | None],
-    frames_per_part: int = 8,
-    fps: float = 25.0,
-    seed: int = 0,
-    *,
-    size: tuple[int, int] = (256, 256),
-    shape: str = "washer",
-    travel: float = 0.2,
-    codec: str = VIDEO_FOURCC,
-) -> list[PartPass]:
-    """Write an MJPG ``.avi`` of ``parts`` (defect names, None for good) passing the camera, one after another.
-
-    Part ``i`` is ``SyntheticParts(size, seed, shape, "bgr").passing(parts[i], i,
-    frames_per_part, travel)``, seen in frames ``i * frames_per_part`` up to the next part's.
-    The file appears in one step (written beside it, then renamed), so a reader that loops
-    over it never opens half a video. Returns the ground truth, one ``PartPass`` per part.
-    """
-    parts = [_check_defect(d) for d in parts]
-    if codec not in VIDEO_CODECS:
-        raise ConfigError(f"codec {codec!r} is not one of {VIDEO_CODECS}")
-    if not parts:
-        raise ConfigError("parts is empty; give at least one defect name or None")
-    if not isinstance(frames_per_part, (int, np.integer)) or frames_per_part < 1:
-        raise ConfigError(f"frames_per_part {frames_per_part!r} must be a positive integer")
-    if not float(fps) > 0:
-        raise ConfigError(f"fps {fps!r} must be positive")
-    path = Path(path)
-    if path.suffix.lower() != VIDEO_SUFFIX:
-        raise ConfigError(f"video path '{path}' must end in {VIDEO_SUFFIX} (parts videos are MJPG or FFV1 in AVI)")
-    try:
-        import cv2
-    except ImportError as e:
-        raise missing_dependency("cv2", "camera", "writing a parts video") from e
-    gen = SyntheticParts(size, seed, shape, "bgr")
-    tmp = path.with_name(".tmp-" + path.name)
-    writer = _video_writer(cv2, tmp, float(fps), (gen.size[1], gen.size[0]), codec)
-    if not writer.isOpened():
-        raise DataError(f"OpenCV cannot write {codec} video to '{tmp}'; check the folder exists and is writable")
-    truth, n = [], int(frames_per_part)
-    try:
-        for i, defect in enumerate(parts):
-            for image, _ in gen.passing(defect, i, n, travel):
-                writer.write(image)
-            truth.append(PartPass(range(i * n, (i + 1) * n), f"part-{i:04d}", defect))
-    except BaseException:
-        writer.release()
-        tmp.unlink(missing_ok=True)
-        raise
-    writer.release()
-    os.replace(tmp, path)
-    log.info("synthetic parts video written",
-             extra={"path": str(path), "parts": len(parts), "frames": len(parts) * frames_per_part})
-    return truth
-
-
-def _video_writer(cv2, path: Path, fps: float, size: tuple[int, int], codec: str = VIDEO_FOURCC):
-    """FFmpeg's writer where OpenCV has it (it keeps a fractional frame rate), else OpenCV's own MJPG."""
-    fourcc = cv2.VideoWriter_fourcc(*codec)
-    if cv2.CAP_FFMPEG in cv2.videoio_registry.getWriterBackends():
-        writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, fourcc, fps, size)
-        if writer.isOpened():
-            return writer
-    if codec != VIDEO_FOURCC:
-        raise DataError(f"this OpenCV cannot write {codec} video (it needs FFmpeg's writer); use codec='MJPG'")
-    if fps != round(fps):
-        log.warning("this OpenCV has no FFmpeg writer; its own MJPEG writer records %s fps as %d", fps, round(fps))
-    return cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, fourcc, fps, size, [cv2.VIDEOWRITER_PROP_QUALITY, 95])
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:

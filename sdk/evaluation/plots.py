@@ -47,6 +47,36 @@ def plot_learning_curve(history: list[dict], path: Path, title: str) -> Path | N
     return path
 
 
+def classifier_curve_png(history: list[dict], title: str) -> bytes | None:
+    """The defect classifier's losses and out-of-fold AUROC per epoch as PNG bytes; None without matplotlib."""
+    import io
+
+    plt = _pyplot()
+    if plt is None:
+        return None
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ep, [h["train_loss"] for h in history], label="train (inner folds, weighted)")
+    ax.plot(ep, [h["val_loss"] for h in history], label="validation (inner folds, class-balanced)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("binary cross-entropy")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [h["val_auroc"] for h in history], color="green", linestyle="--", label="out-of-fold AUROC")
+    ax2.set_ylim(0.5, 1.0)
+    ax2.set_ylabel("AUROC")
+    best = min(history, key=lambda h: h["val_loss"])["epoch"]
+    ax.axvline(best, color="grey", linestyle=":", label=f"chosen epochs {best}")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8)
+    ax.set_title(f"Defect classifier: {title}", fontsize=9)
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    return png.getvalue()
+
+
 def plot_scores(
     scores: dict[str, np.ndarray], threshold: float, roc: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path, title: str
 ) -> Path | None:

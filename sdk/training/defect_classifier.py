@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import WeightedRandomSampler
 
 from factoryedge.errors import ConfigError, DataError
+from factoryedge.evaluation.plots import classifier_curve_png
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor
 from factoryedge.scoring import ScoreRule, score_stats
 from factoryedge.training.classifier_net import (
@@ -394,30 +395,7 @@ def learning_curves(history: list[dict], title: str) -> dict[str, bytes]:
     writer.writeheader()
     writer.writerows(history)
     out = {"learning_curve.csv": buf.getvalue().encode()}
-    from factoryedge.evaluation.plots import _pyplot
-
-    plt = _pyplot()
-    if plt is None:
-        return out
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ep, [h["train_loss"] for h in history], label="train (inner folds, weighted)")
-    ax.plot(ep, [h["val_loss"] for h in history], label="validation (inner folds, class-balanced)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("binary cross-entropy")
-    ax2 = ax.twinx()
-    ax2.plot(ep, [h["val_auroc"] for h in history], color="green", linestyle="--", label="out-of-fold AUROC")
-    ax2.set_ylim(0.5, 1.0)
-    ax2.set_ylabel("AUROC")
-    best = min(history, key=lambda h: h["val_loss"])["epoch"]
-    ax.axvline(best, color="grey", linestyle=":", label=f"chosen epochs {best}")
-    lines = ax.get_legend_handles_labels()
-    lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8)
-    ax.set_title(f"Defect classifier: {title}", fontsize=9)
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=100)
-    plt.close(fig)
-    out["learning_curve.png"] = png.getvalue()
+    png = classifier_curve_png(history, title)
+    if png is not None:
+        out["learning_curve.png"] = png
     return out

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from factoryedge.data.images import load_inspection_set, read_gray, read_mask
-from factoryedge.data.synthetic_parts import DEFECTS, SyntheticParts, write_inspection_set, write_parts_video
+from factoryedge.data.parts_video import write_parts_video
+from factoryedge.data.synthetic_parts import DEFECTS, SyntheticParts, write_inspection_set
 from factoryedge.errors import ConfigError, DataError
 
 SIZE = (96, 128)
