@@ -70,9 +70,10 @@ class LocalBroker:
             self._start_amqtt()
             why = "as asked" if self.prefer == "amqtt" else "no mosquitto binary found"
             self.kind, self.protocol = f"embedded amqtt ({why})", "3.1.1"
-        if not _wait_listening(self.port, 10.0):
+        if not _wait_listening(self.port, 10.0) or (self._proc is not None and self._proc.poll() is not None):
             self.stop()
-            raise SinkError(f"the local {self.kind} broker did not start listening on port {self.port}")
+            raise SinkError(f"the local {self.kind} broker did not start listening on port {self.port} "
+                            "(another program may hold the port)")
         return self
 
     def _start_amqtt(self) -> None:
@@ -91,9 +92,19 @@ class LocalBroker:
         loop = asyncio.new_event_loop()
         broker = Broker(config, loop=loop)
 
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+
         def serve():
             asyncio.set_event_loop(loop)
-            loop.run_until_complete(broker.start())
+            try:
+                loop.run_until_complete(broker.start())
+            except Exception as e:  # noqa: BLE001 - reported by start(): e.g. the port is taken
+                self._start_error = e
+                self._started.set()
+                loop.close()
+                return
+            self._started.set()
             loop.run_forever()
             # stopped: let the broker end its tasks before the loop goes away
             loop.run_until_complete(broker.shutdown())
@@ -105,6 +116,11 @@ class LocalBroker:
 
         self._thread = threading.Thread(target=serve, name="factoryedge-amqtt", daemon=True)
         self._thread.start()
+        # Wait for amqtt's own verdict: with its logs silenced, a failed bind would otherwise
+        # pass the readiness probe whenever some other program listens on the port.
+        if not self._started.wait(10.0) or self._start_error is not None:
+            raise SinkError(f"the embedded amqtt broker could not start on 127.0.0.1:{self.port}: "
+                            f"{self._start_error or 'no answer within 10 s'}")
         self._loop = loop
 
     def stop(self) -> None:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -24,7 +25,9 @@ def test_local_broker_carries_an_anomaly_to_a_watcher(kind, tmp_path, mosquitto_
     sink = None
     try:
         assert lines.get(timeout=15).startswith("subscribed")
-        sink = MqttSink.from_uri(broker.uri, site="s", line="l", machine="m", device_id="d",
+        # A client id of its own: a sink some earlier test left reconnecting to a port this
+        # broker now reuses would otherwise take the session over, again and again.
+        sink = MqttSink.from_uri(broker.uri, site="s", line="l", machine="m", device_id=f"d{uuid.uuid4().hex[:8]}",
                                  outbox=str(tmp_path / "o.sqlite"), protocol=broker.protocol)
         assert sink.wait_connected(10)
         p = anomaly_payload(sink.identity, severity="alarm", score=3.0, threshold=1.0, window_start=time.time() - 1,
