@@ -15,24 +15,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import scipy.fft as sfft
+from timing import best_of  # benchmarks/timing.py: this folder is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def best(fn, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def measure(batch: int = 256, workers: int = 1) -> dict:
@@ -58,9 +48,9 @@ def measure(batch: int = 256, workers: int = 1) -> dict:
                 sfft.rfft(part, axis=-1, workers=workers)
 
     # the bound at its own best batching, so the ratio is not flattered by a slow bound
-    t_bound = min(best(lambda c=c: fft_bound(c)) for c in (8, 16, 32, 64, n))
-    t_new = best(lambda: extractor(windows))
-    t_ref = best(lambda: reference(windows))
+    t_bound = min(best_of(lambda c=c: fft_bound(c), 5, warmup=True) for c in (8, 16, 32, 64, n))
+    t_new = best_of(lambda: extractor(windows), 5, warmup=True)
+    t_ref = best_of(lambda: reference(windows), 5, warmup=True)
     return {"windows": n, "features": extractor.n_features,
             "us_bound": t_bound / n * 1e6, "us_features": t_new / n * 1e6, "us_reference": t_ref / n * 1e6}
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import best_of  # benchmarks/timing.py: this folder is on sys.path when run as a script
 
 from factoryedge.bundle import load_bundle
 from factoryedge.features import make_preprocessor
@@ -37,15 +38,6 @@ def train_bundle(out: Path):
     spec = default_feature_spec(RATE, rec.channels)
     trained = train_vibration([rec], spec, VibrationTrainConfig(fit=FitConfig(epochs=30)), out)
     return build_vibration_bundle(trained, out / "bundle", name="bench-3axis")
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:

@@ -159,11 +159,13 @@ def as_text(key: str, value: Any) -> str:
     return text
 
 
-def read_secret(opts: Mapping[str, Any], what: str, names: tuple[str, ...]) -> str | None:
+def read_secret(opts: Mapping[str, Any], what: str, names: tuple[str, ...], resolve: bool = True) -> str | None:
     """The secret named by exactly one of ``names`` (``X``, ``X_env`` or ``X_file``), or None.
 
     A plain name (a user name) is taken as given; ``*_env`` reads an environment variable
     and ``*_file`` a file. Messages name the option and the variable or path, never the value.
+    ``resolve=False`` only checks it is given one way and reads nothing (a placeholder is
+    returned), for validating a profile off the device.
     """
     given = [n for n in names if n in opts]
     if len(given) > 1:
@@ -171,6 +173,8 @@ def read_secret(opts: Mapping[str, Any], what: str, names: tuple[str, ...]) -> s
     if not given:
         return None
     name, ref = given[0], str(opts[given[0]])
+    if not resolve:
+        return f"<{name}>"
     if name.endswith("_env"):
         value = os.environ.get(ref)
         if not value:

@@ -121,9 +121,8 @@ def parse_mqtt_uri(uri: str, *, identity: Identity | None = None, resolve_secret
     client_id = opts.get("client_id", f"factoryedge-{identity.device_id}")
     if not _CLIENT_ID.fullmatch(client_id):
         raise ConfigError(f"client_id={client_id!r}: use 1-128 characters from A-Z a-z 0-9 . _ -")
-    read = read_secret if resolve_secrets else _named_once
-    username = read(opts, "username", ("username", "username_env", "username_file"))
-    password = read(opts, "password", ("password_env", "password_file"))
+    username = read_secret(opts, "username", ("username", "username_env", "username_file"), resolve_secrets)
+    password = read_secret(opts, "password", ("password_env", "password_file"), resolve_secrets)
     if password is not None and username is None:
         raise ConfigError("a password is given without a user name; add username=NAME (or username_env/_file)")
     max_pending = opts.get("max_pending", "100000")
@@ -163,14 +162,6 @@ def _identity(opts: dict[str, str]) -> Identity:
                           "mqtt://broker:1883?site=plant1&line=press3&machine=m7")
     device_id = opts.get("device_id") or socket.gethostname().split(".")[0]
     return Identity(site=opts["site"], line=opts["line"], machine=opts["machine"], device_id=device_id)
-
-
-def _named_once(opts: dict[str, str], what: str, names: tuple[str, ...]) -> str | None:
-    """Like ``read_secret``, but only checks the secret is given one way; reads nothing."""
-    given = [n for n in names if n in opts]
-    if len(given) > 1:
-        raise OptionError(f"give the {what} one way only, not {' and '.join(given)}", given[1])
-    return f"<{given[0]}>" if given else None
 
 
 def _choice(opts: dict[str, str], name: str, default: str, valid: dict[str, Any], why: str) -> Any:
