@@ -64,6 +64,8 @@ setup(
         "factoryedge.runtimes.cameras",
         "factoryedge.runtimes.inspection",
         "factoryedge.runtimes.devkit",
+        "factoryedge.runtimes.messages",
+        "factoryedge.runtimes.monitoring",
         "factoryedge.firmware_config",
     ],
     package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "*/*.md", "*/*.yaml", "*/*.rules", "*/*.service",
