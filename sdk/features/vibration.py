@@ -6,6 +6,7 @@ changes a feature value must change here, once.
 """
 from __future__ import annotations
 
+import threading
 from typing import Literal
 
 import numpy as np
@@ -13,6 +14,7 @@ import scipy.fft as sfft
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from factoryedge.errors import ConfigError
+from factoryedge.features.fft import ifft_into, rfft_into
 
 TimeFeature = Literal["rms", "peak", "peak_to_peak", "crest_factor", "kurtosis", "skewness"]
 TIME_FEATURES: tuple[str, ...] = ("rms", "peak", "peak_to_peak", "crest_factor", "kurtosis", "skewness")
@@ -176,7 +178,10 @@ class FeatureExtractor:
     Filters, band edges and tapers are built once here, so the per-call cost is four
     float32 FFTs (``scipy.fft``) per channel over the batch, in chunks of ``CHUNK`` windows:
     the tapered window for the band energies, the raw window for the envelope band, the
-    analytic signal's inverse, and the envelope spectrum. ``workers`` is scipy.fft's thread
+    analytic signal's inverse (complex, so worth two real ones), and the envelope spectrum.
+    Around them every step is one pass over memory: band energies are summed from the
+    spectrum's float pairs in place, and of the envelope spectrum only the low bins that
+    features read are taken further. ``workers`` is scipy.fft's thread
     count, for a device with cores to spare.
 
     The analytic signal stays full length on purpose: computing the envelope on a window
@@ -188,6 +193,7 @@ class FeatureExtractor:
     def __init__(self, spec: VibrationFeatureSpec, workers: int = 1):
         self.spec = spec
         self.workers = int(workers)
+        self._local = threading.local()  # per-thread work buffers (see _buffers)
         w = spec.window
         self._taper = np.hanning(w).astype(np.float32)
         freqs = np.fft.rfftfreq(w, 1.0 / spec.sample_rate)
@@ -204,6 +210,11 @@ class FeatureExtractor:
                 tol = max(0.02 * f0, freqs[1])
                 lo, hi = np.searchsorted(freqs, [f0 - tol, f0 + tol])
                 self._defect_bins.append((int(lo), int(max(hi, lo + 1))))
+            # Only the envelope spectrum's low bins are read (bands, median floor, defect lines).
+            self._env_stop = max([int(self._env_edges[-1]), self._env_median_stop,
+                                  *(hi for _, hi in self._defect_bins)])
+            # the envelope's mean comes off these few bins, not the whole envelope (see below)
+            self._taper_spectrum = sfft.rfft(np.hanning(w))[: self._env_stop].astype(np.complex64)
         self.names = self._names()
 
     @property
@@ -232,48 +243,76 @@ class FeatureExtractor:
             out[i : i + CHUNK] = self._extract(windows[i : i + CHUNK])
         return out
 
+    def _buffers(self, batch: int) -> dict[str, np.ndarray]:
+        """This thread's work arrays for ``batch`` windows (at least ``CHUNK``), reused from call to call.
+
+        Fresh arrays of this size cost page faults whenever the allocator has returned
+        memory to the system between calls; reuse makes the cost the same on every call.
+        Per thread, so one extractor may serve several threads.
+        """
+        ws = getattr(self._local, "ws", None)
+        if ws is None or len(ws["x"]) < batch:
+            shape = (max(batch, CHUNK), len(self.spec.channels), self.spec.window)
+            bins = (*shape[:2], shape[2] // 2 + 1)
+            ws = {"x": np.empty(shape, np.float32), "tmp": np.empty(shape, np.float32),
+                  "spectrum": np.empty(bins, np.complex64)}
+            if self._envelope_bins is not None:
+                # the analytic signal's spectrum: the band at the front, zeros behind it for good
+                ws["band"] = np.zeros(shape, np.complex64)
+                ws["analytic"] = np.empty(shape, np.complex64)
+            self._local.ws = ws
+        return {name: a[:batch] for name, a in ws.items()}
+
     def _extract(self, windows: np.ndarray) -> np.ndarray:
         s = self.spec
+        ws = self._buffers(len(windows))
         # One copy: float32, channel-major (batch, channels, time), so every FFT and
         # reduction runs over contiguous memory.
-        x = np.ascontiguousarray(np.swapaxes(windows, 1, 2), dtype=np.float32)
+        x = ws["x"]
+        np.copyto(x, np.swapaxes(windows, 1, 2), casting="same_kind")
         x -= x.mean(axis=-1, keepdims=True)
-        parts = [self._time_features(x)]
+        parts = [self._time_features(x, ws["tmp"])]
         if s.spectral_bands:
-            spectrum = sfft.rfft(x * self._taper, axis=-1, workers=self.workers, overwrite_x=True)
-            parts.append(_log_band_energy(_power(spectrum), self._spec_edges))
+            spectrum = rfft_into(np.multiply(x, self._taper, out=ws["tmp"]), ws["spectrum"], self.workers)
+            parts.append(_log_band_energy_of_spectrum(spectrum, self._spec_edges))
         if self._envelope_bins is not None:
-            parts.extend(self._envelope_features(x))
+            parts.extend(self._envelope_features(x, ws))
         return np.concatenate(parts, axis=-1).reshape(len(x), -1).astype(np.float32, copy=False)
 
-    def _time_features(self, x: np.ndarray) -> np.ndarray:
-        x2 = x * x
-        m2 = x2.mean(axis=-1)
+    def _time_features(self, x: np.ndarray, x2: np.ndarray) -> np.ndarray:
+        n = x.shape[-1]
+        np.multiply(x, x, out=x2)
+        m2 = x2.sum(axis=-1) / n
         rms = np.sqrt(m2)
         hi, low = x.max(axis=-1), x.min(axis=-1)
         peak = np.maximum(hi, -low)
+        # The third and fourth moments as batched dot products (matmul), in one pass each.
+        rows = x2[..., None, :]
+        m3 = np.matmul(rows, x[..., :, None])[..., 0, 0] / n
+        m4 = np.matmul(rows, x2[..., :, None])[..., 0, 0] / n
         values = {
             "rms": rms,
             "peak": peak,
             "peak_to_peak": hi - low,
             "crest_factor": peak / (rms + _EPS),
             # Pearson kurtosis (3 for Gaussian noise): impacts from a bearing defect raise it.
-            "kurtosis": np.einsum("...i,...i->...", x2, x2) / x.shape[-1] / (m2 * m2 + _EPS),
-            "skewness": np.einsum("...i,...i->...", x2, x) / x.shape[-1] / (m2 * rms + _EPS),
+            "kurtosis": m4 / (m2 * m2 + _EPS),
+            "skewness": m3 / (m2 * rms + _EPS),
         }
         return np.stack([values[name] for name in self.spec.time_features], axis=-1)
 
-    def _envelope_features(self, x: np.ndarray) -> list[np.ndarray]:
+    def _envelope_features(self, x: np.ndarray, ws: dict[str, np.ndarray]) -> list[np.ndarray]:
         # Analytic signal of the band-passed window: the band's positive frequencies, doubled,
         # shifted to baseband (the magnitude does not change) and inverted.
         lo, hi = self._envelope_bins
-        band = sfft.rfft(x, axis=-1, workers=self.workers)[..., lo:hi]
-        analytic = np.zeros(x.shape, dtype=np.complex64)
-        np.multiply(band, 2.0, out=analytic[..., : hi - lo])
-        envelope = np.abs(sfft.ifft(analytic, axis=-1, overwrite_x=True, workers=self.workers))
-        envelope -= envelope.mean(axis=-1, keepdims=True)
+        spectrum = rfft_into(x, ws["spectrum"], self.workers)
+        np.multiply(spectrum[..., lo:hi], 2.0, out=ws["band"][..., : hi - lo])
+        envelope = np.abs(ifft_into(ws["band"], ws["analytic"], self.workers), out=ws["tmp"])
+        mean = envelope.mean(axis=-1, keepdims=True)
         envelope *= self._taper
-        spectrum = np.abs(sfft.rfft(envelope, axis=-1, workers=self.workers))
+        # rfft((e - mean) * taper) = rfft(e * taper) - mean * rfft(taper), on the bins read
+        low = rfft_into(envelope, ws["spectrum"], self.workers)[..., : self._env_stop]
+        spectrum = np.abs(low - mean * self._taper_spectrum)
         out = []
         if self.spec.envelope_bands:
             out.append(_log_band_energy(spectrum * spectrum, self._env_edges))
@@ -284,9 +323,14 @@ class FeatureExtractor:
         return out
 
 
-def _power(spectrum: np.ndarray) -> np.ndarray:
-    """|X|^2 without the square root that ``abs`` takes."""
-    return spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
+def _log_band_energy_of_spectrum(spectrum: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``_log_band_energy`` of |X|^2, summing re^2 + im^2 in place over the spectrum's float pairs.
+
+    Overwrites ``spectrum`` (complex64, bins last, C-contiguous): no power array is built.
+    """
+    pairs = spectrum.view(np.float32)[..., : 2 * edges[-1]]  # re, im interleaved
+    np.square(pairs, out=pairs)
+    return np.log10(np.add.reduceat(pairs, 2 * edges[:-1], axis=-1) + _EPS)
 
 
 def _check_windows(windows: np.ndarray, s: _WindowSpec) -> None:

@@ -54,3 +54,39 @@ def test_scipy_workers_do_not_change_values():
     spec = default_feature_spec(25600.0, ("x", "y"), shaft_hz=30.0, defect_orders=SKF6205_ORDERS)
     windows = np.random.default_rng(1).normal(size=(40, spec.window, 2)).astype(np.float32)
     np.testing.assert_array_equal(FeatureExtractor(spec, workers=2)(windows), FeatureExtractor(spec)(windows))
+
+
+def test_public_scipy_fallback_gives_the_same_bits(monkeypatch):
+    """The extractor's FFTs write into its buffers through scipy's pocketfft binding; without it, scipy.fft."""
+    from factoryedge.features import fft
+
+    spec = default_feature_spec(25600.0, ("x", "y", "z"), shaft_hz=30.0, defect_orders=SKF6205_ORDERS)
+    windows = np.random.default_rng(2).normal(size=(CHUNK + 5, spec.window, 3)).astype(np.float32)
+    fast = FeatureExtractor(spec)(windows)
+    monkeypatch.setattr(fft, "_pocketfft", None)
+    np.testing.assert_array_equal(FeatureExtractor(spec)(windows), fast)
+
+
+def test_reused_buffers_do_not_leak_between_calls_of_other_sizes():
+    spec = default_feature_spec(25600.0, ("x", "y"), shaft_hz=30.0, defect_orders=SKF6205_ORDERS)
+    rng = np.random.default_rng(3)
+    big, small = (rng.normal(size=(n, spec.window, 2)).astype(np.float32) for n in (CHUNK + 7, 3))
+    extractor = FeatureExtractor(spec)
+    want_small = FeatureExtractor(spec)(small)
+    extractor(big)
+    np.testing.assert_array_equal(extractor(small), want_small)
+    np.testing.assert_array_equal(extractor(big), FeatureExtractor(spec)(big))
+
+
+def test_one_extractor_serves_several_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = default_feature_spec(25600.0, ("x", "y"), shaft_hz=30.0, defect_orders=SKF6205_ORDERS)
+    rng = np.random.default_rng(4)
+    batches = [rng.normal(size=(9, spec.window, 2)).astype(np.float32) for _ in range(8)]
+    want = [FeatureExtractor(spec)(b) for b in batches]
+    shared = FeatureExtractor(spec)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda b: [shared(b) for _ in range(5)][-1], batches))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
