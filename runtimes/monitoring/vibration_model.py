@@ -51,10 +51,16 @@ class VibrationModel:
         return self.spec.window / self.spec.sample_rate
 
     def score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(scores float64 (k,), detail residuals (k, d) or None) for a stack of windows."""
+        """(scores float64 (k,), detail residuals (k, d) or None) for a stack of windows.
+
+        Features are computed for the whole stack at once (the extractor works in cache-sized
+        chunks of its own); the backend gets them ``batch`` at a time, the size its engine
+        was built for. A backlog after a reconnect thus costs less per window than live blocks.
+        """
         scores, details = [], []
-        for i in range(0, len(windows), self.batch):
-            out = self.backend.run_single(self._preprocess(windows[i : i + self.batch]))
+        inputs = self._preprocess(windows)
+        for i in range(0, len(inputs), self.batch):
+            out = self.backend.run_single(inputs[i : i + self.batch])
             scores.append(out[self._score_output])
             if self._detail_output:
                 details.append(out[self._detail_output])

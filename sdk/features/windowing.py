@@ -50,61 +50,61 @@ class StreamWindower:
     """Cuts a live sample stream into ``sliding_windows``' windows, with wall-clock end times.
 
     A gap in the stream (dropped frames, a reconnect) restarts windowing, so no window ever
-    joins samples from both sides of a gap. ``capacity_windows`` sizes the internal buffer:
-    a block larger than it is cut in pieces, never refused. Samples are kept as float32.
+    joins samples from both sides of a gap. Samples are kept as float32 in a channel-major
+    buffer, so the windows ``push`` returns are strided views whose rows (one channel of one
+    window) are contiguous: no window is copied here, and the feature extractor's one copy
+    reads whole rows. ``capacity_windows`` sizes the buffer at start; a block larger than the
+    room left grows it (to at most the block's own size plus one window), never refused.
     """
 
     def __init__(self, window: int, hop: int, channels: int, sample_rate: float, capacity_windows: int = 64):
         self.window, self.hop, self.channels, self.fs = window, hop, channels, float(sample_rate)
-        self._buf = np.zeros((window + hop * capacity_windows, channels), dtype=np.float32)
-        self._len = 0
-        self._t_last = 0.0  # wall time of the newest buffered sample
+        self._buf = np.zeros((channels, window + hop * capacity_windows), dtype=np.float32)
+        self._start = 0  # first sample still needed (the next window starts here)
+        self._len = 0  # end of the buffered samples
         self.gaps = 0
 
     def reset(self) -> None:
         """Forget buffered samples (after a gap)."""
-        self._len = 0
+        self._start = self._len = 0
 
     def push(self, samples: np.ndarray, t_last: float, gap: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Add samples whose last one was taken at wall time ``t_last``.
 
         Returns (windows (k, window, channels), end times (k,)) of every window completed; a
-        window's end time is that of its last sample. ``gap`` says the samples do not follow
-        the previous block. SourceError if the block is not (n, channels).
+        window's end time is that of its last sample. The windows are a read-only view of
+        the buffer, valid until the next ``push``: copy them to keep them. ``gap`` says the
+        samples do not follow the previous block. SourceError if the block is not (n, channels).
         """
         if samples.ndim != 2 or samples.shape[1] != self.channels:
             raise SourceError(f"source delivered samples of shape {samples.shape}; expected (n, {self.channels})")
         if gap:
             self.gaps += 1
             self.reset()
-        out_w, out_t = [], []
-        pos = 0
         n = len(samples)
-        while pos < n:
-            room = len(self._buf) - self._len
-            take = min(room, n - pos)
-            self._buf[self._len : self._len + take] = samples[pos : pos + take]
-            self._len += take
-            pos += take
-            # time of the newest buffered sample: t_last minus the samples still to come
-            self._t_last = t_last - (n - pos) / self.fs
-            w, t = self._drain()
-            if len(w):
-                out_w.append(w)
-                out_t.append(t)
-        if not out_w:
+        self._make_room(n)
+        self._buf[:, self._len : self._len + n] = samples.T
+        self._len += n
+        live = self._len - self._start
+        if live < self.window:
             return np.empty((0, self.window, self.channels), np.float32), np.empty(0)
-        return np.concatenate(out_w), np.concatenate(out_t)
-
-    def _drain(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._len < self.window:
-            return np.empty((0, self.window, self.channels), np.float32), np.empty(0)
-        k = (self._len - self.window) // self.hop + 1
-        idx = np.arange(k)[:, None] * self.hop + np.arange(self.window)[None, :]
-        windows = self._buf[idx]
-        ends = self._t_last - (self._len - (np.arange(k) * self.hop + self.window)) / self.fs
-        consumed = k * self.hop
-        keep = self._len - consumed
-        self._buf[:keep] = self._buf[consumed : self._len]
-        self._len = keep
+        k = (live - self.window) // self.hop + 1
+        item = self._buf.itemsize
+        windows = np.lib.stride_tricks.as_strided(  # (k, window, channels), a view
+            self._buf[:, self._start :], shape=(k, self.window, self.channels),
+            strides=(self.hop * item, item, self._buf.shape[1] * item), writeable=False)
+        ends_at = self._start + np.arange(k) * self.hop + self.window  # one past each window's last sample
+        ends = t_last - (self._len - ends_at) / self.fs
+        self._start += k * self.hop
         return windows, ends
+
+    def _make_room(self, n: int) -> None:
+        """Move the samples still needed to the front, and grow the buffer if ``n`` more do not fit."""
+        if self._len + n <= self._buf.shape[1]:
+            return
+        live = self._len - self._start
+        buf = self._buf
+        if live + n > buf.shape[1]:
+            buf = np.zeros((self.channels, live + n + self.window), dtype=np.float32)
+        buf[:, :live] = self._buf[:, self._start : self._len]
+        self._buf, self._start, self._len = buf, 0, live

@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from factoryedge.debounce import Debounce, DebounceConfig
+from factoryedge.scoring import ScoreRule
 
 
 def feed(scorer, scores):
@@ -69,3 +72,40 @@ def test_replay_counts_raises_per_hour_of_running():
     r = replay(scores, starts, window_s=1.0, rule=ScoreRule(1.0), config=DebounceConfig(k=3, n=5))
     assert r.raised == 1 and r.first_raise_s == starts[102]
     assert abs(r.hours - (starts[-1] + 1.0) / 3600) < 1e-12 and abs(r.per_hour - 1 / r.hours) < 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_batches_give_the_events_of_one_window_at_a_time(data):
+    """The vectorised quiet-batch path changes nothing: any batching, threshold changes, either direction."""
+    higher = data.draw(st.booleans(), label="higher_is_anomalous")
+    rule = ScoreRule(1.0, higher_is_anomalous=higher)
+    config = DebounceConfig(k=data.draw(st.integers(1, 3)), n=3, clear_windows=data.draw(st.integers(1, 4)))
+    scores = np.array(data.draw(st.lists(st.sampled_from([0.2, 0.7, 0.95, 1.0, 1.5, 3.0, 8.0]), max_size=60)))
+    times = np.arange(len(scores), dtype=float)
+    one, batched = Debounce(rule, config), Debounce(rule, config)
+    one._quiet = lambda scores: False  # the reference: every window through the state machine
+    got, want, pos = [], [], 0
+    while pos < len(scores):
+        size = data.draw(st.integers(1, 12), label="batch")
+        if data.draw(st.booleans(), label="change threshold"):
+            new = data.draw(st.sampled_from([0.5, 1.0, 2.0]))
+            one.set_threshold(new)
+            batched.set_threshold(new)
+        sl = slice(pos, pos + size)
+        got += batched.update(scores[sl], times[sl], times[sl] + 1)
+        for i in range(pos, min(pos + size, len(scores))):
+            want += one.update(scores[i : i + 1], times[i : i + 1], times[i : i + 1] + 1)
+        pos += size
+    key = [(e.kind, e.severity, e.score, e.window_start, e.n_windows) for e in got]
+    assert key == [(e.kind, e.severity, e.score, e.window_start, e.n_windows) for e in want]
+    assert (batched.active, batched.windows_seen, batched.windows_over) == (one.active, one.windows_seen,
+                                                                               one.windows_over)
+
+
+def test_a_lowered_threshold_raises_on_the_recent_windows_even_in_a_quiet_batch():
+    d = Debounce(ScoreRule(1.0), DebounceConfig(k=2, n=3))
+    assert feed(d, [0.7, 0.8]) == []
+    d.set_threshold(0.5)  # the two recent windows are anomalous now
+    events = feed(d, [0.1])
+    assert [e.kind for e in events] == ["raised"]

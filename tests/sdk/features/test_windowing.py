@@ -17,7 +17,7 @@ def test_stream_windows_equal_offline_windows(block):
     for i in range(0, len(x), block):
         chunk = x[i : i + block]
         w, t = sw.push(chunk, t_last=(i + len(chunk) - 1) / fs)
-        got.append(w)
+        got.append(w.copy())  # a view, valid until the next push
         ends.append(t)
     got = np.concatenate(got)
     np.testing.assert_array_equal(got, sliding_windows(x, window, hop))
@@ -65,10 +65,19 @@ def test_random_blocks_and_gaps_give_the_offline_windows_of_each_run(data):
             gap = pos == 0 and r > 0  # the first block after a gap says so
             gaps += gap
             w, t = sw.push(run[pos : pos + size], t_last=t0 + (pos + size - 1) / fs, gap=gap)
-            got_w.append(w)
+            got_w.append(w.copy())  # a view, valid until the next push
             got_t.append(t)
             pos += size
         t0 += length / fs + 7.5  # the stream stops, then resumes later
     np.testing.assert_array_equal(np.concatenate(got_w), np.concatenate(want_w))
     np.testing.assert_allclose(np.concatenate(got_t), np.concatenate(want_t), rtol=0, atol=1e-6)
     assert sw.gaps == gaps
+
+
+def test_windows_are_read_only_views_with_contiguous_channel_rows():
+    sw = StreamWindower(16, 4, 2, 100.0, capacity_windows=1)
+    x = np.arange(80, dtype=np.float32).reshape(40, 2)
+    w, _ = sw.push(x, 0.39)
+    assert not w.flags.writeable
+    assert np.swapaxes(w, 1, 2)[0, 0].flags.c_contiguous  # one channel of one window is one row
+    np.testing.assert_array_equal(w, sliding_windows(x, 16, 4))
