@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -122,24 +123,34 @@ class OutboxWriter:
         try:
             ids = self.outbox.write([item for item, _ in batch], marks)
         except SinkError as e:
+            if len(batch) > 1:
+                # one bad message must not take its neighbours down: store them one by one
+                self._commit(batch[:1], marks)
+                for one in batch[1:]:
+                    self._commit([one], [])
+                return
             if batch and marks:
-                # the marks are not at fault: keep them for the next transaction
-                with self._cond:
+                with self._cond:  # the marks are not at fault: keep them for the next transaction
                     self._marks[:0] = marks
-            self.failed += len(batch)
-            log.error("mqtt outbox could not store %d event(s): %s", len(batch), e)
-            for _, receipt in batch:
-                receipt._set(None, e)
-            if not batch:
-                log.error("mqtt outbox could not mark %d message(s) delivered; they may be sent again", len(marks))
+            elif marks:
+                log.error("mqtt outbox could not mark %d message(s) delivered (%s); they may be sent again",
+                          len(marks), e)
+            self._fail(batch, e)
             return
         except Exception as e:  # noqa: BLE001 - a writer that died would hang every waiting caller
             log.exception("mqtt outbox writer failed")
-            for _, receipt in batch:
-                receipt._set(None, SinkError(f"the outbox writer failed: {e}"))
+            self._fail(batch, SinkError(f"the outbox writer failed: {e}"))
             return
         for (_, receipt), row in zip(batch, ids):
             receipt._set(row)
-        messages = [Message(row, t, p if isinstance(p, bytes) else bytes(p), q, bool(r), 0.0)
-                    for ((t, p, q, r), _), row in zip(batch, ids)]
+        now = time.time()
+        messages = [Message(row, t, p, q, bool(r), now) for ((t, p, q, r), _), row in zip(batch, ids)]
         self._on_commit(messages, marks)
+
+    def _fail(self, batch: list[tuple[tuple, Receipt]], error: SinkError) -> None:
+        if not batch:
+            return
+        self.failed += len(batch)
+        log.error("mqtt outbox could not store an event topic=%s: %s", batch[0][0][0], error)
+        for _, receipt in batch:
+            receipt._set(None, error)
