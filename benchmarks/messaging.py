@@ -294,7 +294,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, help="write the results here (report.py format)")
     ap.add_argument("--messages", type=int, default=2000, help="messages per throughput run")
-    ap.add_argument("--repeats", type=int, default=5, help="throughput runs of each kind, interleaved")
+    ap.add_argument("--repeats", type=int, default=7, help="throughput runs of each kind, interleaved")
     ap.add_argument("--inflight", type=int, default=20, help="in-flight window of both publishers")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the streamed recording")
     ap.add_argument("--only", choices=("throughput", "latency"), help="run one part")

@@ -132,6 +132,7 @@ class Drainer:
                 row = self._fresh.popleft()
                 if row.id > self._sent_upto:  # else sent already, by the backlog read
                     rows.append(row)
+        sent = 0
         for row in rows:
             try:
                 info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
@@ -146,5 +147,7 @@ class Drainer:
                 break
             self._inflight[info.mid] = row.id
             self._sent_upto = row.id
-            self._count("published", 1)
+            sent += 1
+        if sent:
+            self._count("published", sent)
         # no self-wake needed: a full page fills the window, and each PUBACK wakes the drainer

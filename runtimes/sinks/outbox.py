@@ -32,7 +32,7 @@ from factoryedge.errors import SinkError
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-_PRUNE_EVERY = 256  # delivered marks between automatic prunes: pruning is a table scan
+_PRUNE_EVERY = 1024  # delivered marks between automatic prunes: pruning is a table scan
 _OVER_LIMIT_LOG_INTERVAL_S = 60.0
 
 _SCHEMA = """
@@ -182,10 +182,13 @@ class Outbox:
         self._marks_since_prune = 0
         db = self._conn()
         try:
+            # below the keep_delivered-th newest delivered id (a walk down the primary key),
+            # rather than NOT IN over a list of kept ids: this runs during bursts
             cur = db.execute(
-                "DELETE FROM outbox WHERE delivered IS NOT NULL AND id NOT IN "
-                "(SELECT id FROM outbox WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT ?)",
-                (self.keep_delivered,))
+                "DELETE FROM outbox WHERE delivered IS NOT NULL AND id < "
+                "(SELECT id FROM outbox WHERE delivered IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (self.keep_delivered - 1,)) if self.keep_delivered else db.execute(
+                "DELETE FROM outbox WHERE delivered IS NOT NULL")
         except sqlite3.Error as e:
             raise SinkError(f"cannot prune the outbox {str(self.path)!r}: {e}") from e
         self._pending = self._depth_locked()  # re-anchor the running count on the table now and then

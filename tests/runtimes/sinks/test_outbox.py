@@ -169,3 +169,16 @@ def test_write_stores_many_and_marks_in_one_transaction(tmp_path):
         with pytest.raises(SinkError, match="qos=5"):
             box.write([("t", b"5", 1, False), ("t", b"6", 5, False)])
         assert box.depth() == 4  # nothing of a refused write was stored
+
+
+@pytest.mark.parametrize("keep", [0, 1, 3, 50])
+def test_prune_keeps_the_newest_delivered_whatever_the_mix(tmp_path, keep):
+    with Outbox(tmp_path / "o.sqlite", keep_delivered=keep) as box:
+        ids = box.write([("t", bytes([i]), 1, False) for i in range(12)])
+        delivered = ids[::2] + [ids[7]]
+        box.mark_delivered(delivered)
+        box.prune()
+        left = [r[0] for r in box._db.execute("SELECT id FROM outbox WHERE delivered IS NOT NULL ORDER BY id")]
+        assert left == sorted(delivered)[len(delivered) - min(keep, len(delivered)):]
+        assert [m.id for m in box.pending(20)] == [i for i in ids if i not in delivered]
+        assert box.depth() == 12 - len(delivered)
