@@ -36,12 +36,17 @@ def _wait_listening(port: int, timeout: float) -> bool:
 
 
 class LocalBroker:
-    """``start()`` then ``uri``; ``protocol`` is "5" for Mosquitto, "3.1.1" for amqtt."""
+    """``start()`` then ``uri``; ``protocol`` is "5" for Mosquitto, "3.1.1" for amqtt.
 
-    def __init__(self, prefer: str = "auto"):
+    ``mosquitto_options`` adds lines to Mosquitto's configuration (e.g. ``{"max_queued_messages": 0}``
+    so a benchmark's burst is not cut at the default 1000 queued messages per subscriber).
+    """
+
+    def __init__(self, prefer: str = "auto", mosquitto_options: dict[str, object] | None = None):
         if prefer not in ("auto", "mosquitto", "amqtt"):
             raise SinkError(f"broker kind {prefer!r} is not one of auto, mosquitto, amqtt")
         self.prefer = prefer
+        self.mosquitto_options = dict(mosquitto_options or {})
         self.port = free_port()
         self.kind = ""
         self.protocol = "5"
@@ -62,7 +67,8 @@ class LocalBroker:
                 raise SinkError("the mosquitto binary is not installed (apt-get install mosquitto)")
         if binary:
             conf = self._dir / "mosquitto.conf"
-            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n")
+            extra = "".join(f"{k} {v}\n" for k, v in self.mosquitto_options.items())
+            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n{extra}")
             self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                           stderr=open(self._dir / "mosquitto.log", "wb"))
             self.kind = f"mosquitto ({binary})"

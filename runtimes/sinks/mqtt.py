@@ -1,7 +1,10 @@
 """MQTT sink with store-and-forward: an anomaly event, once accepted, is delivered at least once.
 
-``publish_event`` commits the message to the on-disk outbox before returning. A drainer
-thread sends pending rows whenever the client is connected, at most ``max_inflight`` at a
+``publish_event`` commits the message to the on-disk outbox before returning; with
+``wait=False`` it returns a ``Receipt`` at once and the message is accepted when the receipt
+is done (``outbox_writer``: one writer thread commits everything handed over together in one
+transaction, so a burst costs one fsync, not one per event). A drainer thread (``drainer``)
+sends committed rows whenever the client is connected, at most ``max_inflight`` at a
 time, and marks a row delivered only when its PUBACK (QoS 1) or PUBCOMP (QoS 2) arrives. On
 a disconnect the unacknowledged rows are sent again after reconnecting, and a new process
 on the same outbox file first sends what a crashed one left, so a message may arrive twice:
@@ -13,14 +16,14 @@ every (re)connect; the Last Will sets it to ``offline`` (reason ``connection_los
 the device vanishes, and ``close`` sets it to ``offline`` (reason ``shutdown``).
 
 paho-mqtt is imported when a sink is opened, never when this module is imported (``paho_client``).
-Threads: paho's network thread only queues work (no disk I/O there), the drainer owns the
-mid -> row map, and commands run on a worker thread of their own (``commands``).
+Threads: paho's network thread only queues work (no disk I/O there), the writer owns every
+write to the outbox, the drainer owns the mid -> row map and never waits on the disk, and
+commands run on a worker thread of their own (``commands``).
 """
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +35,10 @@ from factoryedge.errors import ConfigError, SinkError
 from factoryedge.runtimes import messages as msg
 
 from .commands import CommandCallback, CommandDispatcher
+from .drainer import Drainer
 from .mqtt_config import MqttConfig, parse_mqtt_uri
-from .outbox import Outbox
+from .outbox import Message, Outbox
+from .outbox_writer import OutboxWriter, Receipt
 from .paho_client import import_paho, make_client, no_delay
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,7 @@ class SinkStats:
     commands: int
     outbox_depth: int
     outbox_over_limit: int
+    store_failed: int = 0  # events handed over with wait=False that the outbox could not store
 
 
 class MqttSink:
@@ -67,7 +73,6 @@ class MqttSink:
         self.topics = msg.Topics.for_identity(identity, config.topic_root)
         self._owns_outbox = not isinstance(outbox, Outbox)
         self.outbox = Outbox(outbox) if self._owns_outbox else outbox
-        self._events: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._dispatcher: CommandDispatcher | None = None
         self._subscriptions: dict[str, int] = {}  # topic -> qos, renewed on every connect
         self._progress = threading.Condition()
@@ -87,7 +92,9 @@ class MqttSink:
         depth = self.outbox.depth()
         if depth:
             log.info("mqtt outbox holds %d undelivered messages from an earlier run path=%s", depth, self.outbox.path)
-        self._drainer = threading.Thread(target=self._drain_loop, name="factoryedge-mqtt-drain", daemon=True)
+        self._drainer = Drainer(self._client, self.outbox, config.max_inflight, lambda ids: self._writer.mark(ids),
+                                self._count, self._progressed)
+        self._writer = OutboxWriter(self.outbox, self._committed)
         self._drainer.start()
         self._client.connect_async(config.host, config.port, config.keepalive,
                                    **({"clean_start": True} if config.protocol == "5" else {}))
@@ -120,22 +127,24 @@ class MqttSink:
 
     # -- publishing ---------------------------------------------------------------------
 
-    def publish_event(self, topic: str, payload: Any, retain: bool = False) -> int:
+    def publish_event(self, topic: str, payload: Any, retain: bool = False, wait: bool = True) -> int | Receipt:
         """Store a message in the outbox (durably) and queue it for sending; returns its row id.
 
         ``payload`` may be bytes, str, a dict (sent as JSON) or a payload model. Raises
-        SinkError if the outbox cannot store it (e.g. the disk is full).
+        SinkError if the outbox cannot store it (e.g. the disk is full). With ``wait=False``
+        it returns a ``Receipt`` without waiting for the disk: ``receipt.result()`` gives the
+        row id once committed or raises that SinkError (also logged and counted in
+        ``stats().store_failed``); ``flush`` and ``close`` wait for every handed-over event.
+        Events are committed and sent in the order of the calls either way.
         """
         if self._closed:
             raise SinkError(f"the MQTT sink to {self.config.host!r} is closed; open a new one to publish")
-        row = self.outbox.put(_check_topic(topic), _encode(payload), qos=self.config.qos, retain=retain)
-        self._count("events_put")
-        self._events.put(("wake",))
-        return row
+        receipt = self._writer.submit(_check_topic(topic), _encode(payload), self.config.qos, retain)
+        return receipt.result() if wait else receipt
 
-    def publish_anomaly(self, payload: msg.AnomalyPayload) -> int:
+    def publish_anomaly(self, payload: msg.AnomalyPayload, wait: bool = True) -> int | Receipt:
         """``publish_event`` on this machine's ``event/anomaly`` topic."""
-        return self.publish_event(self.topics.anomaly, payload)
+        return self.publish_event(self.topics.anomaly, payload, wait=wait)
 
     def publish_telemetry(self, topic: str, payload: Any) -> bool:
         """Send at QoS 0 if connected, without persisting (telemetry, health); False if dropped."""
@@ -148,8 +157,8 @@ class MqttSink:
         return ok
 
     def flush(self, timeout: float) -> bool:
-        """Wait until the outbox is empty; False if messages are still pending at the timeout."""
-        return self._wait(lambda: self.outbox.depth() == 0, timeout)
+        """Wait until every handed-over event is committed and the outbox is empty; False at the timeout."""
+        return self._wait(lambda: self._writer.idle() and self.outbox.depth() == 0, timeout)
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until connected to the broker (for start-up checks and tests)."""
@@ -175,78 +184,24 @@ class MqttSink:
                          telemetry_dropped=c["telemetry_dropped"],
                          commands=self._dispatcher.received if self._dispatcher else 0,
                          outbox_depth=self._final_depth if closed else self.outbox.depth(),
-                         outbox_over_limit=self.outbox.over_limit)
+                         outbox_over_limit=self.outbox.over_limit, store_failed=self._writer.failed)
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._progress:
             self._counts[name] += n
 
-    # -- the drainer (owns the mid -> row map) ----------------------------------------------
+    def _committed(self, messages: list[Message], marked: list[int]) -> None:
+        """The writer committed ``messages`` and delivery marks for ``marked`` (writer thread)."""
+        if messages:
+            self._drainer.committed(messages)
+        with self._progress:  # counted before flush() can see the rows gone
+            self._counts["events_put"] += len(messages)
+            self._counts["acked"] += len(marked)
+            self._progress.notify_all()
 
-    def _drain_loop(self) -> None:
-        inflight: dict[int, int] = {}
-        sent_upto = 0  # rows up to this id were sent on the current connection
-        connected = False
-        while True:
-            try:
-                batch = [self._events.get(timeout=1.0)]
-            except queue.Empty:
-                batch = [("tick",)]  # a safety net: a lost wake-up costs at most a second
-            while True:
-                try:
-                    batch.append(self._events.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                acked, stop = [], False
-                for event in batch:
-                    kind = event[0]
-                    if kind == "ack":
-                        row = inflight.pop(event[1], None)
-                        if row is not None and event[2]:
-                            log.error("broker refused an outbox message row=%d reason=%s; it stays in the "
-                                      "outbox and is retried on the next connection", row, event[3])
-                            self._count("rejected")
-                        elif row is not None:
-                            acked.append(row)
-                    elif kind in ("connected", "disconnected"):
-                        # un-acked rows of the old connection go out again on the new one
-                        connected, sent_upto = kind == "connected", 0
-                        inflight.clear()
-                    elif kind == "stop":
-                        stop = True
-                if acked:
-                    with self._progress:  # so flush() never sees the rows gone but not yet counted
-                        self.outbox.mark_delivered(acked)
-                        self._counts["acked"] += len(acked)
-                if stop:
-                    return
-                if connected and len(inflight) < self.config.max_inflight:
-                    sent_upto = self._send_more(inflight, sent_upto)
-            except Exception:  # noqa: BLE001 - the drainer must outlive any one failure
-                log.exception("mqtt outbox drainer failed; retrying in 1 s")
-                time.sleep(1.0)
-            with self._progress:
-                self._progress.notify_all()
-
-    def _send_more(self, inflight: dict[int, int], sent_upto: int) -> int:
-        rows = self.outbox.pending(self.config.max_inflight - len(inflight), after=sent_upto)
-        for row in rows:
-            try:
-                info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-            except ValueError as e:  # a row no publish can send (e.g. written by other software)
-                log.error("mqtt cannot send outbox row=%d topic=%r: %s; it stays in %s for inspection",
-                          row.id, row.topic, e, self.outbox.path)
-                sent_upto = row.id
-                continue
-            if info.rc not in (0, 4):  # 4 = not connected: paho keeps it and sends on reconnect
-                log.warning("mqtt publish failed row=%d rc=%s; retried on the next connection", row.id, info.rc)
-                break
-            inflight[info.mid] = row.id
-            sent_upto = row.id
-            self._count("published")
-        # no self-wake needed: a full page fills the window, and each PUBACK wakes the drainer
-        return sent_upto
+    def _progressed(self) -> None:
+        with self._progress:
+            self._progress.notify_all()
 
     # -- paho callbacks (network thread: queue work, never block) -----------------------------
 
@@ -268,7 +223,7 @@ class MqttSink:
         with self._progress:
             self._connected = True
             self._progress.notify_all()
-        self._events.put(("connected",))
+        self._drainer.connected()
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._count("connect_failures")
@@ -281,12 +236,12 @@ class MqttSink:
         with self._progress:
             self._connected = False
             self._progress.notify_all()
-        self._events.put(("disconnected",))
+        self._drainer.disconnected()
         if not self._closing:
             log.warning("mqtt disconnected host=%s reason=%s; reconnecting", self.config.host, reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._events.put(("ack", mid, reason_code.is_failure, str(reason_code)))
+        self._drainer.acked(mid, reason_code.is_failure, str(reason_code))
 
     def _on_message(self, client, userdata, message) -> None:
         if self._dispatcher is not None:
@@ -356,8 +311,8 @@ class MqttSink:
         self._client.disable_logger()
         self._client.disconnect()
         self._client.loop_stop()
-        self._events.put(("stop",))
-        self._drainer.join(timeout=5.0)
+        self._drainer.stop(timeout=5.0)
+        self._writer.close()  # commits what is still queued: handed-over events and the last marks
         if self._dispatcher is not None:
             self._dispatcher.stop()
         depth = self._final_depth = self.outbox.depth()

@@ -43,3 +43,13 @@ def test_local_broker_carries_an_anomaly_to_a_watcher(kind, tmp_path, mosquitto_
         watcher.wait(5)
         broker.stop()
     assert kind in broker.kind
+
+
+def test_mosquitto_options_reach_the_broker_config(mosquitto_binary):
+    broker = LocalBroker("mosquitto", {"max_queued_messages": 0}).start()
+    try:
+        conf = (broker._dir / "mosquitto.conf").read_text()
+        assert "max_queued_messages 0\n" in conf
+        assert broker._proc.poll() is None  # mosquitto accepted the option and listens
+    finally:
+        broker.stop()

@@ -119,3 +119,22 @@ def test_publisher_killed_mid_run_delivers_every_stored_event_after_restart(subs
     assert seqs == list(range(len(seqs)))
     assert len(by_id) in (len(stored), len(stored) + 1)
     assert len(got) >= len(by_id)  # duplicates on the wire are allowed
+
+
+def test_handed_over_events_reported_committed_survive_a_kill(subscribe, sink_uri, publisher_cmd, tmp_path):
+    """wait=False: every event whose receipt said committed is delivered after a SIGKILL and restart."""
+    sub = subscribe([TOPICS.anomaly])
+    uri = sink_uri(max_inflight="5")
+    out = tmp_path / "run1.out"
+    proc = _spawn([*publisher_cmd, uri, "nowait", "50000"], out)
+    try:
+        wait_until(lambda: proc.poll() is None and len(_lines(out)) >= 300, 60, "300 events committed")
+    finally:
+        _kill(proc)
+    committed = [line for line in _lines(out) if line != "done"]
+    assert "done" not in _lines(out), "the publisher finished before the kill; raise the event count"
+    drain = subprocess.run([*publisher_cmd, uri, "drain"], capture_output=True, text=True, timeout=60)
+    assert drain.returncode == 0, drain.stderr
+    got = sub.wait_for(lambda m: set(committed) <= set(_event_ids(m)), 15, "every committed event")
+    seqs = sorted({m.json()["event_id"]: m.json()["details"]["seq"] for m in got}.values())
+    assert seqs == list(range(len(seqs)))  # no hole: what was committed is a prefix, in order

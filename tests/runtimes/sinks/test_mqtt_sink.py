@@ -206,3 +206,44 @@ def test_username_and_password_from_the_environment(tmp_path, monkeypatch, mosqu
             assert not bad.stats().connected
         finally:
             bad.close(1)
+
+
+def test_handed_over_events_are_committed_in_order_and_flush_waits_for_them(subscribe, open_sink):
+    """wait=False: a burst from one thread shares fsyncs, keeps call order, and flush covers it."""
+    sub = subscribe([TOPICS.anomaly])
+    sink = open_sink()
+    sent = [anomaly(i) for i in range(300)]
+    receipts = []
+    for i, e in enumerate(sent):  # mixed with synchronous calls: one order all the same
+        r = sink.publish_anomaly(e, wait=i % 50 != 0)
+        receipts.append(r if not isinstance(r, int) else None)
+    assert sink.flush(30)
+    rows = [r.result(0) for r in receipts if r is not None]
+    assert all(r.done() for r in receipts if r is not None) and rows == sorted(rows)
+    got = sub.wait_for(lambda m: len(m) >= len(sent), 15, "every handed-over event")
+    assert [msg.parse_payload(m.payload).event_id for m in got] == [e.event_id for e in sent]
+    s = sink.stats()
+    assert (s.events_put, s.acked, s.outbox_depth, s.store_failed) == (300, 300, 0, 0)
+
+
+def test_an_event_the_outbox_refuses_fails_alone_and_says_why(subscribe, open_sink, tmp_path):
+    sub = subscribe([TOPICS.anomaly])
+    sink = open_sink()
+    with sink.outbox._lock:  # a real SQLite error on the real write path, for one topic only
+        sink.outbox._db.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.topic LIKE '%/refuse' "
+                                "BEGIN SELECT RAISE(ABORT, 'simulated disk error'); END")
+    good = [anomaly(i) for i in range(3)]
+    receipts = [sink.publish_anomaly(good[0], wait=False),
+                sink.publish_event(TOPICS.base + "/refuse", b"x", wait=False),
+                sink.publish_anomaly(good[1], wait=False)]
+    with pytest.raises(SinkError, match="simulated disk error"):
+        receipts[1].result(10)
+    with pytest.raises(SinkError, match="simulated disk error"):
+        sink.publish_event(TOPICS.base + "/refuse", b"y")
+    receipts.append(sink.publish_anomaly(good[2], wait=False))
+    assert sink.flush(10)
+    assert [r.result(0) for r in (receipts[0], receipts[2], receipts[3])] == sorted(
+        r.result(0) for r in (receipts[0], receipts[2], receipts[3]))
+    got = sub.wait_for(lambda m: len(m) >= 3, 10, "the three stored events")
+    assert [msg.parse_payload(m.payload).event_id for m in got] == [e.event_id for e in good]
+    assert sink.stats().store_failed == 2

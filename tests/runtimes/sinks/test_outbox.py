@@ -152,3 +152,33 @@ def test_closed_outbox_and_bad_qos_are_sink_errors(tmp_path):
     for call in (lambda: box.put("t", b"x"), box.depth, lambda: box.mark_delivered([1])):
         with pytest.raises(SinkError, match="closed"):
             call()
+
+
+def test_write_stores_many_and_marks_in_one_transaction(tmp_path):
+    """Group commit: the ids come back in order, the marks land with them, the count follows."""
+    with Outbox(tmp_path / "o.sqlite", max_pending=3) as box:
+        first = box.put("t", b"0")
+        ids = box.write([("t", b"1", 1, False), ("u", "2", 1, True), ("t", b"3", 2, False)], delivered=[first])
+        assert ids == sorted(ids) and ids[0] > first
+        assert [(m.id, m.payload, m.retain, m.qos) for m in box.pending(10)] == [
+            (ids[0], b"1", False, 1), (ids[1], b"2", True, 1), (ids[2], b"3", False, 2)]
+        assert box.depth() == 3 and box.over_limit == 0
+        box.write([("t", b"4", 1, False)])
+        assert box.over_limit == 1  # the running count saw the fourth pending message
+        assert box.write() == []
+        with pytest.raises(SinkError, match="qos=5"):
+            box.write([("t", b"5", 1, False), ("t", b"6", 5, False)])
+        assert box.depth() == 4  # nothing of a refused write was stored
+
+
+@pytest.mark.parametrize("keep", [0, 1, 3, 50])
+def test_prune_keeps_the_newest_delivered_whatever_the_mix(tmp_path, keep):
+    with Outbox(tmp_path / "o.sqlite", keep_delivered=keep) as box:
+        ids = box.write([("t", bytes([i]), 1, False) for i in range(12)])
+        delivered = ids[::2] + [ids[7]]
+        box.mark_delivered(delivered)
+        box.prune()
+        left = [r[0] for r in box._db.execute("SELECT id FROM outbox WHERE delivered IS NOT NULL ORDER BY id")]
+        assert left == sorted(delivered)[len(delivered) - min(keep, len(delivered)):]
+        assert [m.id for m in box.pending(20)] == [i for i in ids if i not in delivered]
+        assert box.depth() == 12 - len(delivered)

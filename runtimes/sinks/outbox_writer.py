@@ -1,0 +1,156 @@
+"""The one thread that writes the MQTT sink's outbox: group commit of events and delivery marks.
+
+Callers hand a message over (``submit``) and get a ``Receipt``; the writer takes everything
+queued at that moment (messages from any thread, and the marks the drainer sends for
+PUBACKs) and commits it in one SQLite transaction, so a burst of N events costs one fsync,
+not N. Messages are committed in the order they were submitted, so row ids, and with them
+delivery order, follow submission order. A receipt is done once its row is committed
+(``result()`` gives the row id) or the transaction failed (``result()`` raises the
+``SinkError``); only then is the message *accepted*: a crash before that loses it, as a
+crash during a synchronous ``put`` would.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from factoryedge.errors import SinkError
+
+from .outbox import Message, Outbox
+
+log = logging.getLogger("factoryedge.runtimes.sinks.mqtt")
+
+_MAX_BATCH = 1000  # messages per transaction: bounds the time one commit holds the outbox
+
+
+class Receipt:
+    """A message handed to the writer; done once committed (``result()`` = row id) or failed."""
+
+    __slots__ = ("_done", "_row", "_error")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._row: int | None = None
+        self._error: SinkError | None = None
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> int:
+        """The row id once committed; SinkError if storing failed or ``timeout`` passed first."""
+        if not self._done.wait(timeout):
+            raise SinkError(f"the outbox did not commit the message within {timeout} s; it may still be stored")
+        if self._error is not None:
+            raise self._error
+        return self._row
+
+    def _set(self, row: int | None, error: SinkError | None = None) -> None:
+        self._row, self._error = row, error
+        self._done.set()
+
+
+class OutboxWriter:
+    """Owns every write to ``outbox``; calls ``on_commit(messages, marked_ids)`` after each transaction.
+
+    ``on_commit`` runs on the writer thread and must only hand work on (a queue).
+    """
+
+    def __init__(self, outbox: Outbox, on_commit: Callable[[list[Message], list[int]], None]):
+        self.outbox = outbox
+        self._on_commit = on_commit
+        self._cond = threading.Condition()
+        self._puts: deque[tuple[tuple, Receipt]] = deque()
+        self._marks: list[int] = []
+        self._busy = False
+        self._stop = False
+        self.failed = 0
+        self._thread = threading.Thread(target=self._run, name="factoryedge-mqtt-outbox", daemon=True)
+        self._thread.start()
+
+    def submit(self, topic: str, payload: bytes, qos: int, retain: bool) -> Receipt:
+        receipt = Receipt()
+        with self._cond:
+            if self._stop:
+                raise SinkError(f"the outbox writer for {str(self.outbox.path)!r} is closed")
+            self._puts.append(((topic, payload, qos, retain), receipt))
+            self._cond.notify_all()
+        return receipt
+
+    def mark(self, ids: list[int]) -> None:
+        """Queue delivery marks (PUBACKs); committed with the next transaction."""
+        with self._cond:
+            self._marks.extend(ids)
+            self._cond.notify_all()
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing being committed."""
+        with self._cond:
+            return not (self._puts or self._marks or self._busy)
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: not (self._puts or self._marks or self._busy), timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then stop the thread."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("mqtt outbox writer did not finish within %.0f s; queued events may not be stored", timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._puts or self._marks or self._stop)
+                if not (self._puts or self._marks):
+                    return  # stopping, and everything handed over is committed
+                batch = [self._puts.popleft() for _ in range(min(len(self._puts), _MAX_BATCH))]
+                marks, self._marks = self._marks, []
+                self._busy = True
+            try:
+                self._commit(batch, marks)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _commit(self, batch: list[tuple[tuple, Receipt]], marks: list[int]) -> None:
+        try:
+            ids = self.outbox.write([item for item, _ in batch], marks)
+        except SinkError as e:
+            if len(batch) > 1:
+                # one bad message must not take its neighbours down: store them one by one
+                self._commit(batch[:1], marks)
+                for one in batch[1:]:
+                    self._commit([one], [])
+                return
+            if batch and marks:
+                with self._cond:  # the marks are not at fault: keep them for the next transaction
+                    self._marks[:0] = marks
+            elif marks:
+                log.error("mqtt outbox could not mark %d message(s) delivered (%s); they may be sent again",
+                          len(marks), e)
+            self._fail(batch, e)
+            return
+        except Exception as e:  # noqa: BLE001 - a writer that died would hang every waiting caller
+            log.exception("mqtt outbox writer failed")
+            self._fail(batch, SinkError(f"the outbox writer failed: {e}"))
+            return
+        for (_, receipt), row in zip(batch, ids):
+            receipt._set(row)
+        now = time.time()
+        messages = [Message(row, t, p, q, bool(r), now) for ((t, p, q, r), _), row in zip(batch, ids)]
+        self._on_commit(messages, marks)
+
+    def _fail(self, batch: list[tuple[tuple, Receipt]], error: SinkError) -> None:
+        if not batch:
+            return
+        self.failed += len(batch)
+        log.error("mqtt outbox could not store an event topic=%s: %s", batch[0][0][0], error)
+        for _, receipt in batch:
+            receipt._set(None, error)
