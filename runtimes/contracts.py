@@ -112,7 +112,8 @@ class Sink(Protocol):
     identity: Any
     topics: Any
 
-    def publish_event(self, topic: str, payload: Any, retain: bool = False) -> int: ...
+    def publish_event(self, topic: str, payload: Any, retain: bool = False, wait: bool = True) -> Any:
+        """Store (durably) and forward; the row id, or with ``wait=False`` a receipt without waiting for the disk."""
 
     def publish_telemetry(self, topic: str, payload: Any) -> bool: ...
 

@@ -27,7 +27,7 @@ class RecordingSink:
         self.closed = False
         self._cv = threading.Condition()
 
-    def publish_event(self, topic, payload, retain=False):
+    def publish_event(self, topic, payload, retain=False, wait=True):
         with self._cv:
             self.published.append((topic, payload, time.monotonic()))
             self._cv.notify_all()
