@@ -12,10 +12,11 @@ payloads at QoS 1 directly, with the same in-flight window, protocol (MQTT 5) an
 TCP_NODELAY. The two alternate over the repeats; the median of each is reported.
 
 ``sensor_to_subscriber_p99_ms``: a sensor process streams a 3-axis 25.6 kHz recording in fe1
-frames over a real pseudo-terminal, paced to real time (normal running with a 0.5 s fault
-every 1.5 s); the real ``ConditionMonitor`` reads it with the serial source, scores it with a
-z-score bundle (``zscore_bundle.py``; window 2048 = 80 ms, hop 512) and publishes through
-the outbox to Mosquitto. Latency of one event = the subscriber's arrival time minus the time
+frames over a real pseudo-terminal, paced to real time (normal running with a 0.3 s fault
+every 0.75 s, so a 30 s stream raises and clears about 75 times); the real
+``ConditionMonitor`` reads it with the serial source, scores it with a z-score bundle
+(``zscore_bundle.py``; window 2048 = 80 ms, hop 512) and publishes through the outbox
+to Mosquitto. Latency of one event = the subscriber's arrival time minus the time
 the sensor's write of the frame holding the *last sample of the window that caused the
 event* returned; nothing else is subtracted. The window length itself (80 ms of signal) is
 therefore not in the figure; the debounce is set to k=1, n=1 so the window that crosses the
@@ -181,15 +182,19 @@ def throughput(broker, tmp: Path, n: int, repeats: int, inflight: int) -> dict:
 # -- sensor to subscriber ------------------------------------------------------------------
 
 def make_stream(seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    """(normal running for the bundle, the stream): 2 s normal, then 0.5 s fault / 1.0 s normal."""
+    """(normal running for the bundle, the stream): 2 s normal, then 0.3 s fault / 0.45 s normal.
+
+    0.45 s of normal running is enough to clear: the last faulty window ends 80 ms into it,
+    and ten clean windows take 200 ms more.
+    """
     from factoryedge.data.simulator import simulate_bearing
 
     normal = simulate_bearing(15.0, sample_rate=RATE, n_channels=AXES, seed=1).signal
     parts, i = [simulate_bearing(2.0, sample_rate=RATE, n_channels=AXES, seed=10).signal], 0
     while sum(len(p) for p in parts) < seconds * RATE:
-        parts.append(simulate_bearing(0.5, sample_rate=RATE, n_channels=AXES, fault="outer_race", severity=1.0,
+        parts.append(simulate_bearing(0.3, sample_rate=RATE, n_channels=AXES, fault="outer_race", severity=1.0,
                                       seed=20 + i).signal)
-        parts.append(simulate_bearing(1.0, sample_rate=RATE, n_channels=AXES, seed=40 + i).signal)
+        parts.append(simulate_bearing(0.45, sample_rate=RATE, n_channels=AXES, seed=40 + i).signal)
         i += 1
     return normal, np.concatenate(parts)
 
