@@ -270,7 +270,7 @@ class FeatureExtractor:
         # reduction runs over contiguous memory.
         x = ws["x"]
         np.copyto(x, np.swapaxes(windows, 1, 2), casting="same_kind")
-        x -= x.mean(axis=-1, keepdims=True)
+        x -= np.add.reduce(x, axis=-1, keepdims=True) / x.shape[-1]  # the mean, without ndarray.mean's overhead
         parts = [self._time_features(x, ws["tmp"])]
         if s.spectral_bands:
             spectrum = rfft_into(np.multiply(x, self._taper, out=ws["tmp"]), ws["spectrum"], self.workers)
@@ -308,7 +308,7 @@ class FeatureExtractor:
         spectrum = rfft_into(x, ws["spectrum"], self.workers)
         np.multiply(spectrum[..., lo:hi], 2.0, out=ws["band"][..., : hi - lo])
         envelope = np.abs(ifft_into(ws["band"], ws["analytic"], self.workers), out=ws["tmp"])
-        mean = envelope.mean(axis=-1, keepdims=True)
+        mean = np.add.reduce(envelope, axis=-1, keepdims=True) / envelope.shape[-1]
         envelope *= self._taper
         # rfft((e - mean) * taper) = rfft(e * taper) - mean * rfft(taper), on the bins read
         low = rfft_into(envelope, ws["spectrum"], self.workers)[..., : self._env_stop]
