@@ -21,9 +21,10 @@ also measures, in the result format of ``report.py``:
   venv's own site-packages (pip, setuptools); against ``.[train]`` installed the same way
   (skipped by ``--quick``). The device venv is checked: no torch, and the device programs import.
 - ``runtime_rss_mb``: resident memory of ``factoryedge run PROFILE`` as a real process, read
-  from /proc/PID/status while it scores: a 3-axis 25.6 kHz vibration stream replayed in real
-  time (``replay://``) to a local broker; against a bare interpreter that imports numpy and
-  onnxruntime and holds a session of the same model. An inspection station (``file://``
+  from /proc/PID/status while it scores (value: VmHWM, the peak; run by this interpreter, whose
+  extra packages the program never imports: /proc/PID/maps shows no torch library): a 3-axis
+  25.6 kHz vibration stream replayed in real time (``replay://``) to a local broker; against
+  a bare interpreter that imports numpy and onnxruntime and holds a session of the same model. An inspection station (``file://``
   video, periodic trigger, the image bundle of ``bench_bundles.py``) and the import times
   go in its context.
 Goals (300 MB installed, 250 MB resident) are absolute, so each entry's ``goal`` is the
@@ -278,7 +279,7 @@ def memory(tmp: Path, seconds: float, import_s: dict) -> dict:
                  measured="VmHWM of the vibration `factoryedge run` process (real subprocess, tiny 3-axis bundle, "
                           "replay:// at real time, local broker) after sampling VmRSS while it scores",
                  vibration=vib, inspection={**img, "setup": img_what, "bare_reference": bare_img}, bare_reference=bare,
-                 import_s=import_s)
+                 import_s=import_s, interpreter=sys.executable)
 
 
 def main() -> None:
