@@ -24,9 +24,10 @@ also measures, in the result format of ``report.py``:
   from /proc/PID/status while it scores (value: VmHWM, the peak; run by this interpreter, whose
   extra packages the program never imports: /proc/PID/maps shows no torch library): a 3-axis
   25.6 kHz vibration stream replayed in real time (``replay://``) to a local broker; against
-  a bare interpreter that imports numpy and onnxruntime and holds a session of the same model. An inspection station (``file://``
-  video, periodic trigger, the image bundle of ``bench_bundles.py``) and the import times
-  go in its context.
+  a bare interpreter that imports numpy and onnxruntime and holds a session of the same model.
+  An inspection station (``file://`` video, periodic trigger, the image bundle of
+  ``bench_bundles.py``, with a bare session of its model at its input size) and the import
+  times go in its context.
 Goals (300 MB installed, 250 MB resident) are absolute, so each entry's ``goal`` is the
 goal in MB divided by its reference (``goal_met`` compares the ratio), or the MB figure
 itself when there is no reference.
