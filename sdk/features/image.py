@@ -314,29 +314,43 @@ def stitch(maps: np.ndarray, layout: TileLayout, size: Literal["original", "resi
         raise ConfigError(f"expected ({layout.n_tiles}, gh, gw) heatmaps for this layout, got shape {maps.shape}")
     h, w = layout.resized
     if layout.tile is None:
-        out = _interp_matrix(maps.shape[1], h) @ maps[0] @ _interp_matrix(maps.shape[2], w).T
+        out = _upsample(maps[0], h, w)
     else:
         t, m = layout.tile, layout.margin
-        my, mx = _interp_matrix(maps.shape[1], t), _interp_matrix(maps.shape[2], t)
+        tiles = _upsample(maps, t, t)
         canvas = np.full(layout.padded, -np.inf, dtype=np.float32)
-        for tile_map, (y, x) in zip(maps, layout.origins):
+        for tile_map, (y, x) in zip(tiles, layout.origins):
             view = canvas[y : y + t, x : x + t]
-            np.maximum(view, my @ tile_map @ mx.T, out=view)
+            np.maximum(view, tile_map, out=view)
         out = canvas[m : m + h, m : m + w]
     if size == "resized" or (h, w) == layout.original:
         return np.ascontiguousarray(out, dtype=np.float32)
     oh, ow = layout.original
-    return (_interp_matrix(h, oh) @ out @ _interp_matrix(w, ow).T).astype(np.float32)
+    return _upsample(out, oh, ow)
+
+
+def _upsample(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of the last two axes of float32 ``a``: rows first, then columns.
+
+    Two taps and a weighted sum per pixel in elementwise numpy, not a product with an
+    interpolation matrix: a matrix product starts BLAS's thread pool, whose threads spin on
+    after the call and, on a device with few cores, slowed the next part's inference more
+    than the heatmap itself costs.
+    """
+    lo, hi, w_lo, w_hi = _interp_taps(a.shape[-2], height)
+    a = a[..., lo, :] * w_lo[:, None] + a[..., hi, :] * w_hi[:, None]
+    lo, hi, w_lo, w_hi = _interp_taps(a.shape[-1], width)
+    return a[..., lo] * w_lo + a[..., hi] * w_hi
 
 
 @lru_cache(maxsize=64)
-def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) linear interpolation with half-pixel centres and clamped edges."""
+def _interp_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation with half-pixel centres and clamped edges: (lo, hi) source indices, float32 weights."""
     src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    lo = np.floor(src).astype(int)
+    lo = np.floor(src).astype(np.intp)
     hi = np.minimum(lo + 1, n_in - 1)
     frac = (src - lo).astype(np.float32)
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    m[np.arange(n_out), lo] += 1 - frac
-    m[np.arange(n_out), hi] += frac
-    return m
+    taps = (lo, hi, (1 - frac).astype(np.float32), frac)
+    for arr in taps:
+        arr.flags.writeable = False  # cached and shared
+    return taps

@@ -30,8 +30,9 @@ def tiny_onnx(n_features: int) -> bytes:
     return model.SerializeToString()
 
 
-def tiny_bundle(directory: Path, sample_rate: float = 12000.0, threshold: float = 2.0, kind: str = "vibration") -> Bundle:
-    spec = default_feature_spec(sample_rate, ("ch0",))
+def tiny_bundle(directory: Path, sample_rate: float = 12000.0, threshold: float = 2.0, kind: str = "vibration",
+                channels: tuple[str, ...] = ("ch0",)) -> Bundle:
+    spec = default_feature_spec(sample_rate, channels)
     from factoryedge.features import make_preprocessor
 
     n = make_preprocessor(spec).n_features

@@ -151,6 +151,40 @@ def test_stitch_puts_peaks_back_where_they_were():
         stitch(np.zeros((2, 4, 6)), whole)
 
 
+def _interp_matrix(n_in, n_out):
+    """The (n_out, n_in) bilinear matrix (half-pixel centres, clamped edges) stitch was first written with."""
+    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    m = np.zeros((n_out, n_in))
+    m[np.arange(n_out), lo] += 1 - (src - lo)
+    m[np.arange(n_out), hi] += src - lo
+    return m
+
+
+@pytest.mark.parametrize("spec", [ImagePreprocessingSpec(resize="scale", scale=0.5, multiple=8, margin=8),
+                                  ImagePreprocessingSpec(resize="scale", scale=0.5, tile=32, stride=24)])
+def test_stitch_equals_interpolation_matrix_products(spec):
+    # stitch interpolates with two taps per pixel (no BLAS call); the result is the float64 matrix
+    # formulation's to float32 rounding
+    _, layout = ImagePreprocessor(spec).with_layout(_texture(75, 131))
+    maps = np.random.default_rng(3).random((layout.n_tiles, 5, 7), dtype=np.float32) * 10
+    (h, w), (oh, ow) = layout.resized, layout.original
+    if layout.tile is None:
+        ref = _interp_matrix(5, h) @ maps[0] @ _interp_matrix(7, w).T
+    else:
+        t, m = layout.tile, layout.margin
+        canvas = np.full(layout.padded, -np.inf)
+        for tile_map, (y, x) in zip(maps, layout.origins):
+            canvas[y : y + t, x : x + t] = np.maximum(canvas[y : y + t, x : x + t],
+                                                      _interp_matrix(5, t) @ tile_map @ _interp_matrix(7, t).T)
+        ref = canvas[m : m + h, m : m + w]
+    ref = _interp_matrix(h, oh) @ ref @ _interp_matrix(w, ow).T
+    heat = stitch(maps, layout)
+    assert heat.dtype == np.float32 and heat.shape == (75, 131)
+    np.testing.assert_allclose(heat, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_shape_colour_and_spec_errors():
     gray = ImagePreprocessor(ImagePreprocessingSpec(colour="gray"))
     with pytest.raises(ConfigError, match=r"'gray' expects \(H, W\) frames, got shape \(4, 5, 3\)"):
