@@ -10,7 +10,6 @@ import threading
 from typing import Literal
 
 import numpy as np
-import scipy.fft as sfft
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from factoryedge.errors import ConfigError
@@ -214,7 +213,7 @@ class FeatureExtractor:
             self._env_stop = max([int(self._env_edges[-1]), self._env_median_stop,
                                   *(hi for _, hi in self._defect_bins)])
             # the envelope's mean comes off these few bins, not the whole envelope (see below)
-            self._taper_spectrum = sfft.rfft(np.hanning(w))[: self._env_stop].astype(np.complex64)
+            self._taper_spectrum = np.fft.rfft(np.hanning(w))[: self._env_stop].astype(np.complex64)
         self.names = self._names()
 
     @property
