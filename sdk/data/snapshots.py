@@ -12,6 +12,7 @@ is minutes of unseen running). Readers:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import zipfile
@@ -207,3 +208,37 @@ def femto_pronostia(root: str | os.PathLike | None = None) -> list[SnapshotRecor
     if missing:
         raise DataError(f"'{folder}' lacks {', '.join(m + '.npz' for m in missing)} of data set {FEMTO}")
     return [load_snapshots(folder / f"{r}.npz", label=r) for r in FEMTO_RUNS]
+
+
+def resolve_snapshots(args: list[str]) -> list[SnapshotRecording] | None:
+    """Data arguments as snapshot recordings, or None when none of them is one.
+
+    ``femto-pronostia`` is the named data set; ``LABEL=PATH`` (or a bare PATH) is one run, an
+    ``.npz`` with ``t_s`` or a folder of ``acc_*.csv``. Mixing snapshot and continuous data is
+    an error: they are judged differently (in time to failure, or by labelled windows).
+    """
+    found: list[SnapshotRecording] = []
+    other = []
+    for arg in args:
+        if arg == FEMTO:
+            found += femto_pronostia()
+            continue
+        label, _, path = arg.rpartition("=")
+        if path and is_snapshot_source(path):
+            found.append(load_snapshots(path, label=label or Path(path).stem))
+        else:
+            other.append(arg)
+    if not found:
+        return None
+    if other:
+        raise DataError(f"{other} are not snapshot recordings, but {[r.source for r in found]} are; evaluate runs to "
+                        "failure (femto-pronostia, LABEL=run.npz, LABEL=folder-of-acc_*.csv) apart from other data")
+    return found
+
+
+def snapshots_sha256(rec: SnapshotRecording) -> str:
+    """sha256 of the bursts (float32), their times and the sample rate."""
+    h = hashlib.sha256(np.ascontiguousarray(rec.bursts).tobytes())
+    h.update(np.ascontiguousarray(rec.t_s).tobytes())
+    h.update(repr(rec.sample_rate).encode())
+    return h.hexdigest()

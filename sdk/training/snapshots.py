@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from factoryedge.data.snapshots import SnapshotRecording
+from factoryedge.data.snapshots import SnapshotRecording, snapshots_sha256
 from factoryedge.errors import DataError
 from factoryedge.evaluation.run_to_failure import Commissioning
 from factoryedge.features import make_preprocessor
@@ -30,14 +30,6 @@ from factoryedge.training.vibration import TrainedVibrationModel, VibrationTrain
 log = logging.getLogger(__name__)
 
 CALIBRATION_SHARE = 1 / 3
-
-
-def snapshots_sha256(rec: SnapshotRecording) -> str:
-    """sha256 of the bursts (float32), their times and the sample rate."""
-    h = hashlib.sha256(np.ascontiguousarray(rec.bursts).tobytes())
-    h.update(np.ascontiguousarray(rec.t_s).tobytes())
-    h.update(repr(rec.sample_rate).encode())
-    return h.hexdigest()
 
 
 def commissioning_windows(rec: SnapshotRecording, spec: VibrationFeatureSpec, comm: Commissioning):
