@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from factoryedge.debounce import DebounceConfig
+from factoryedge.errors import DataError
 from factoryedge.evaluation.run_to_failure import (
     DURATION_S,
     MODEL_MARGIN,
@@ -68,11 +69,15 @@ def run(bundle, runs, args: argparse.Namespace) -> int:
     debounce = DebounceConfig(k=args.k, n=args.n)
     multiples = {"rms_rule": args.rms_multiple, "model": args.margin, "baseline": args.margin}
     protocols = ["transfer", "own"] if args.protocol == "both" else [args.protocol]
-    scorer = RecordingScorer(bundle) if "transfer" in protocols else None
     trained_on = {d.sha256 for d in m.provenance.data}
     out = args.out or Path("evaluation") / m.name
     results: dict[str, list] = {p: [] for p in protocols}
     flags = []
+    for rec in runs:  # refuse a run too short for the commissioning before any scoring
+        if comm.end_s >= rec.life_s / 2:
+            raise DataError(f"{rec.label}: commissioning ends at {comm.end_s:g} s, after half of its life "
+                            f"({rec.life_s / 2:g} s); commission for a shorter period (--skip-s, --duration-s)")
+    scorer = RecordingScorer(bundle) if "transfer" in protocols else None
     for rec in runs:
         rec = _matched(rec, spec)
         windows, _, starts = rec.windows(spec.window, spec.hop)
@@ -87,7 +92,7 @@ def run(bundle, runs, args: argparse.Namespace) -> int:
             if base is not None:
                 scores["baseline"] = np.asarray(base, np.float64)
             scores = {k: scores[k] for k in ("model", "baseline", "rms_rule") if k in scores}
-            ev = evaluate_run(rec.label, rec.life_s, starts, window_s, scores, comm, debounce, multiples)
+            ev = evaluate_run(rec.source, rec.life_s, starts, window_s, scores, comm, debounce, multiples)
             results[protocol].append(ev)
             log.info("%s %s: %s", protocol, rec.label, {k: v.result for k, v in ev.methods.items()})
         flags.append(snapshots_sha256(rec) in trained_on)
@@ -104,6 +109,8 @@ def run(bundle, runs, args: argparse.Namespace) -> int:
     for i, protocol in enumerate(protocols):
         evs = results[protocol]
         block = {"runs": [ev.as_dict() for ev in evs], "summary": summary(evs), "tradeoff": _tradeoff(evs, debounce)}
+        for d, rec in zip(block["runs"], runs):
+            d["label"] = rec.label
         if protocol == "transfer":
             for d, flag in zip(block["runs"], flags):
                 d["bundle_trained_on_this_run"] = flag
@@ -128,8 +135,6 @@ def run(bundle, runs, args: argparse.Namespace) -> int:
 
 
 def _matched(rec, spec):
-    from factoryedge.errors import DataError
-
     if rec.sample_rate != spec.sample_rate:
         raise DataError(f"{rec.source} is sampled at {rec.sample_rate:g} Hz; the bundle expects {spec.sample_rate:g} Hz")
     if rec.channels != tuple(spec.channels):
@@ -153,7 +158,10 @@ def _own_scores(rec, windows, spec, comm, manifest, out_dir: Path):
     from factoryedge.training.vibration import VibrationTrainConfig
 
     hidden = tuple(manifest.model.parameters.get("hidden", (32, 8)))
-    cfg = VibrationTrainConfig(dense_hidden=hidden, fit=FitConfig(epochs=300, patience=40, log_every=100))
+    fit_cfg = (manifest.provenance.training or {}).get("config", {})
+    cfg = VibrationTrainConfig(dense_hidden=hidden, fit=FitConfig(
+        epochs=int(fit_cfg.get("epochs", 300)), patience=int(fit_cfg.get("patience", 40)),
+        seed=int(fit_cfg.get("seed", 0)), log_every=100))
     trained = train_on_snapshots([rec], spec, comm, cfg, out_dir)
     x = make_preprocessor(spec)(windows)
     with torch.no_grad():

@@ -30,8 +30,8 @@ from factoryedge.scoring import MIN_CALIBRATION_WINDOWS, ScoreRule, calibrate_th
 
 METHODS = ("model", "baseline", "rms_rule")
 # Defaults (see experiments/run_to_failure_study.py for how they were chosen, leave one bearing out).
-SKIP_S = 600.0
-DURATION_S = 1200.0
+SKIP_S = 300.0
+DURATION_S = 900.0
 RMS_MULTIPLE = 2.0
 MODEL_MARGIN = 3.0
 
