@@ -82,6 +82,11 @@ class RecordingScorer:
         rec = match_recording(self.bundle, rec)
         windows = sliding_windows(rec.signal, self.spec.window, self.hop)
         starts = window_starts(rec.n_samples, self.spec.window, self.hop) / rec.sample_rate
+        model, base = self.score_windows(windows)
+        return RecordingScores(source=rec.source, label=rec.label, start_s=starts, model=model, baseline=base)
+
+    def score_windows(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(model scores float32, baseline scores or None) of a stack of windows, higher anomalous."""
         model, _ = self.model.score(windows)
         base = []
         if self.baseline is not None:
@@ -90,10 +95,5 @@ class RecordingScorer:
                 b = self.baseline.run_single(self.baseline_preprocess(windows[i : i + BATCH]))[b_spec.score_output]
                 base.append(-b.ravel() if b_spec.negate else b.ravel())
         empty = np.empty(0, dtype=np.float32)
-        return RecordingScores(
-            source=rec.source,
-            label=rec.label,
-            start_s=starts,
-            model=model.astype(np.float32) if len(model) else empty,
-            baseline=(np.concatenate(base) if base else empty) if self.baseline is not None else None,
-        )
+        return (model.astype(np.float32) if len(model) else empty,
+                (np.concatenate(base) if base else empty) if self.baseline is not None else None)

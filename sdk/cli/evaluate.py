@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", help="comma-separated channel names to use")
     p.add_argument("--hop", type=int, help="samples between evaluated windows (default: the bundle's hop); "
                                            "a smaller hop scores more, overlapping, windows")
+    from factoryedge.cli import evaluate_runs
+
+    evaluate_runs.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +37,13 @@ def run(args: argparse.Namespace) -> int:
     if bundle.kind == "image":
         return _evaluate_image(bundle, args)
     bundle.require_kind("vibration")
+    from factoryedge.data.snapshots import resolve_snapshots
+
+    runs = resolve_snapshots(args.data)
+    if runs is not None:
+        from factoryedge.cli import evaluate_runs
+
+        return evaluate_runs.run(bundle, runs, args)
     m = bundle.manifest
     spec = m.preprocessing
     channels = tuple(c.strip() for c in args.channels.split(",")) if args.channels else None

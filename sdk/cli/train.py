@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 300 dense, 150 lstm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-export", action="store_true", help="train and save the checkpoint only")
+    p.add_argument("--skip-s", type=float, default=None,
+                   help="snapshot runs (femto-pronostia, LABEL=run.npz): run-in skipped before commissioning")
+    p.add_argument("--duration-s", type=float, default=None,
+                   help="snapshot runs: commissioning period in seconds, the only part trained on")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,10 +55,14 @@ def run(args: argparse.Namespace) -> int:
 
     from factoryedge.bundle import format_validation_error
     from factoryedge.data.datasets import DATASET_MAX_FREQUENCY, resolve
+    from factoryedge.data.snapshots import resolve_snapshots
     from factoryedge.features.vibration import SKF6205_ORDERS, default_feature_spec
     from factoryedge.training.trainer import FitConfig
     from factoryedge.training.vibration import VibrationTrainConfig, train_vibration
 
+    runs = resolve_snapshots(args.data)
+    if runs is not None:
+        return _train_snapshots(runs, args)
     channels = tuple(c.strip() for c in args.channels.split(",")) if args.channels else None
     selection = resolve(args.data, sample_rate=args.sample_rate, channels=channels)
     normal = selection.normal + [r for r in selection.faults if r.label == "unknown"]
@@ -102,4 +110,42 @@ def run(args: argparse.Namespace) -> int:
     parity = bundle.manifest.parity
     print(f"bundle: {bundle.path} ({name} {args.version}); ONNX parity max abs diff "
           f"{max(parity.max_abs_diff.values()):.2e} on {parity.n_inputs} golden inputs")
+    return 0
+
+
+# One window per PRONOSTIA snapshot (2560 samples): the device's debounce then counts snapshots.
+SNAPSHOT_WINDOW = 2560
+
+
+def _train_snapshots(runs, args: argparse.Namespace) -> int:
+    """The dense autoencoder and Isolation Forest on snapshot runs' commissioning periods, exported."""
+    import torch
+
+    from factoryedge.evaluation.run_to_failure import DURATION_S, SKIP_S, Commissioning
+    from factoryedge.features.vibration import default_feature_spec
+    from factoryedge.training.snapshots import train_on_snapshots
+    from factoryedge.training.trainer import FitConfig
+    from factoryedge.training.vibration import VibrationTrainConfig
+
+    if args.model != "dense":
+        raise ConfigError(f"--model {args.model}: snapshot runs train the dense autoencoder only")
+    first = runs[0]
+    window = args.window or min(SNAPSHOT_WINDOW, first.bursts.shape[1])
+    spec = default_feature_spec(first.sample_rate, first.channels, window=window, hop=args.hop or window,
+                                max_frequency=args.max_frequency)
+    comm = Commissioning(SKIP_S if args.skip_s is None else args.skip_s,
+                         DURATION_S if args.duration_s is None else args.duration_s)
+    cfg = VibrationTrainConfig(fit=FitConfig(epochs=args.epochs or 300, patience=40, seed=args.seed))
+    args.out.mkdir(parents=True, exist_ok=True)
+    trained = train_on_snapshots(runs, spec, comm, cfg, args.out)
+    torch.save(trained, args.out / "checkpoint.pt")
+    print(f"trained dense model on the commissioning periods of {len(runs)} run(s): "
+          f"{len(trained.fit_result.history)} epochs; threshold {trained.threshold:.4g}")
+    if args.no_export:
+        return 0
+    from factoryedge.exporters.vibration_bundle import build_vibration_bundle
+
+    bundle = build_vibration_bundle(trained, args.out / "bundle", name=args.name or "snapshots-dense",
+                                    version=args.version)
+    print(f"bundle: {bundle.path}")
     return 0
