@@ -14,8 +14,8 @@ from pathlib import Path
 
 
 def entry(value: float, unit: str, reference: str, reference_value: float | None, ratio: float | None,
-          higher_is_better: bool = True, goal: float | None = None, **context) -> dict:
-    """One benchmark's result. ``goal`` is the target ``ratio`` (or value, for a plain figure)."""
+          higher_is_better: bool = True, goal: float | None = None, goal_on: str = "ratio", **context) -> dict:
+    """One benchmark's result. ``goal`` is the target of the ``ratio``, or of the ``value`` with ``goal_on="value"``."""
     def clean(x):
         return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
 
@@ -23,6 +23,7 @@ def entry(value: float, unit: str, reference: str, reference_value: float | None
            "ratio": clean(ratio), "higher_is_better": bool(higher_is_better)}
     if goal is not None:
         out["goal"] = float(goal)
+        out["goal_on"] = goal_on
     if context:
         out["context"] = context
     return out
@@ -37,7 +38,7 @@ def write(path: str | Path | None, results: dict[str, dict]) -> None:
 def goal_met(e: dict) -> bool | None:
     """Whether an entry meets its goal; None when it has none or no value."""
     goal = e.get("goal")
-    measured = e.get("ratio") if e.get("ratio") is not None else e.get("value")
+    measured = e.get("value") if e.get("goal_on") == "value" or e.get("ratio") is None else e.get("ratio")
     if goal is None or measured is None:
         return None
     return measured >= goal if e.get("higher_is_better", True) else measured <= goal
@@ -45,12 +46,14 @@ def goal_met(e: dict) -> bool | None:
 
 def table(results: dict[str, dict]) -> str:
     """A plain-text table of every entry, one line each."""
-    rows = [f"{'benchmark':<30}{'value':>12} {'unit':<12}{'reference':>12}  {'ratio':>7}  {'goal':>6}  met"]
+    rows = [f"{'benchmark':<30}{'value':>12} {'unit':<12}{'reference':>12}  {'ratio':>7}  {'goal':>12}  met"]
     for name, e in results.items():
         ref = e.get("reference_value")
         ratio, goal, met = e.get("ratio"), e.get("goal"), goal_met(e)
+        sign = "" if goal is None else (">= " if e.get("higher_is_better", True) else "<= ")
+        target = "-" if goal is None else sign + _num(goal) + (" (value)" if e.get("goal_on") == "value" else "")
         rows.append(f"{name:<30}{_num(e.get('value')):>12} {e.get('unit', ''):<12}{_num(ref):>12}  "
-                    f"{_num(ratio):>7}  {_num(goal):>6}  {'' if met is None else ('yes' if met else 'NO')}")
+                    f"{_num(ratio):>7}  {target:>12}  {'' if met is None else ('yes' if met else 'NO')}")
     for name, e in results.items():
         rows.append(f"  {name}: against {e.get('reference')}")
     return "\n".join(rows)

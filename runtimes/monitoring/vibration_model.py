@@ -57,8 +57,12 @@ class VibrationModel:
         chunks of its own); the backend gets them ``batch`` at a time, the size its engine
         was built for. A backlog after a reconnect thus costs less per window than live blocks.
         """
-        scores, details = [], []
         inputs = self._preprocess(windows)
+        if 0 < len(inputs) <= self.batch:  # a live block: one call, nothing to join
+            out = self.backend.run_single(inputs)
+            return (out[self._score_output].ravel().astype(np.float64),
+                    out[self._detail_output] if self._detail_output else None)
+        scores, details = [], []
         for i in range(0, len(inputs), self.batch):
             out = self.backend.run_single(inputs[i : i + self.batch])
             scores.append(out[self._score_output])
