@@ -6,6 +6,16 @@ holds ``signal`` (n, channels) in physical units and ``sample_rate`` in Hz, as
 ``factoryedge.data.save_npz`` writes it. Blocks are due at real time divided by ``speed``
 (0: as fast as the consumer takes them); a consumer that falls behind gets the late
 blocks at once, like a sensor whose bytes queued up. Samples are read-only views.
+
+A *snapshot* recording (an ``.npz`` with ``t_s`` and ``signal`` shaped (bursts, samples,
+channels), the layout of ``femto-pronostia``, or a folder of PHM 2012 ``acc_*.csv``; see
+``factoryedge.data.snapshots``) is played burst by burst at the bursts' own times divided by
+``speed``, as a periodic sensor sends them: each burst's first block has ``gap=True``, so no
+window spans two bursts. Its blocks' ``t_wall`` is the wall time the replay started plus
+the recording's time of the block's last sample, *not* scaled by ``speed``: window times on
+the device then advance like the recording's (at ``speed=1000`` a 10 s gap between bursts
+is waited as 10 ms but stamped as 10 s), so periods in seconds (baselining's ``skip_s`` and
+``duration_s``) mean seconds of the recording. ``t_monotonic`` stays the real arrival time.
 """
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from factoryedge.data.snapshots import is_snapshot_source, load_snapshots
 from factoryedge.errors import ConfigError, DataError
 from factoryedge.runtimes.contracts import UriPlugin
 from factoryedge.runtimes.options import as_bool, as_float, as_int, parse_options, split_uri
@@ -48,6 +59,7 @@ class ReplaySource(UriPlugin):
         self.loop: bool = opts["loop"]
         self.signal: np.ndarray | None = None
         self.sample_rate: float | None = None
+        self.burst_t_s: np.ndarray | None = None  # a snapshot recording's burst start times, else None
         self.loops = 0
         self.blocks_out = 0
         self._closing = threading.Event()
@@ -73,6 +85,8 @@ class ReplaySource(UriPlugin):
         if self.signal is not None:
             return self
         p = self.path
+        if is_snapshot_source(p):
+            return self._open_snapshots(p)
         if not p.is_file():
             raise DataError(f"replay recording '{p}' does not exist")
         try:
@@ -101,6 +115,17 @@ class ReplaySource(UriPlugin):
         self.signal, self.sample_rate = signal, rate_hz
         return self
 
+    def _open_snapshots(self, p: Path) -> ReplaySource:
+        rec = load_snapshots(p, label=p.stem)
+        bursts, n = rec.bursts, rec.bursts.shape[1]
+        # One (bursts x samples, channels) array: blocks stay views, and seq stays the sample index.
+        signal = np.ascontiguousarray(bursts.reshape(-1, bursts.shape[2]), dtype=np.float32)
+        signal.flags.writeable = False
+        self.burst_t_s = rec.t_s - rec.t_s[0]
+        self._burst_samples = n
+        self.signal, self.sample_rate = signal, rec.sample_rate
+        return self
+
     def close(self) -> None:
         """End ``blocks()``; safe from any thread."""
         self._closing.set()
@@ -114,6 +139,9 @@ class ReplaySource(UriPlugin):
     def blocks(self) -> Iterator[SampleBlock]:
         """Blocks paced at real time / speed, until the end (or ``close()`` when looping)."""
         self.open()
+        if self.burst_t_s is not None:
+            yield from self._snapshot_blocks()
+            return
         signal, n = self.signal, len(self.signal)
         rate = self.sample_rate * self.speed
         t0, sent, idx, gap = time.monotonic(), 0, 0, False
@@ -134,3 +162,28 @@ class ReplaySource(UriPlugin):
             self.blocks_out += 1
             yield SampleBlock(signal[idx:end], time.monotonic(), time.time(), idx, gap, 0, None, self.stats)
             idx, gap = end, False
+
+    def _snapshot_blocks(self) -> Iterator[SampleBlock]:
+        """Each burst in blocks of at most ``block`` samples; a block never spans two bursts."""
+        signal, times, n, fs = self.signal, self.burst_t_s, self._burst_samples, self.sample_rate
+        period = float(times[-1]) + n / fs  # a loop restarts one burst length after the last burst ends
+        t0, wall0, offset = time.monotonic(), time.time(), 0.0
+        while not self._closing.is_set():
+            for b, tb in enumerate(times):
+                for start in range(0, n, self.block):
+                    end = min(start + self.block, n)
+                    t_rec = offset + float(tb) + end / fs  # the recording's time of this block's last sample
+                    if self.speed > 0:
+                        delay = t0 + t_rec / self.speed - time.monotonic()
+                        if delay > 0 and self._closing.wait(delay):
+                            return
+                    elif self._closing.is_set():
+                        return
+                    self.blocks_out += 1
+                    idx = b * n
+                    yield SampleBlock(signal[idx + start : idx + end], time.monotonic(), wall0 + t_rec, idx + start,
+                                      start == 0, 0, None, self.stats)
+            if not self.loop:
+                return
+            self.loops += 1
+            offset += period
