@@ -51,7 +51,16 @@ class BaselineConfig(_Section):
     mode: Literal["off", "auto", "calibrate"] = Field(
         "auto", description="auto: use a persisted baseline or calibrate once; calibrate: always re-learn at start"
     )
-    duration_s: float = Field(600.0, gt=0, description="seconds of normal running to learn from")
+    skip_s: float = Field(
+        0.0, ge=0, allow_inf_nan=False,
+        description="seconds of run-in to skip before learning (scored, but neither learned from nor raising events)",
+    )
+    duration_s: float = Field(
+        600.0, gt=0, allow_inf_nan=False,
+        description="seconds of normal running to learn from, after the skip. Seconds of the stream, measured by the "
+        "windows' end times or by the samples windowed (windows x hop), whichever says more: for periodic snapshots "
+        "the end times span the gaps between bursts (900 s of 0.1 s snapshots every 10 s is ~90 bursts)",
+    )
     state: Path = Path("/var/lib/factoryedge/baseline.json")
 
     @field_validator("mode", mode="before")

@@ -87,7 +87,8 @@ class ConditionMonitor(DeviceProgram):
             return None
         spec = self.model.spec
         windows = int(cfg.duration_s * spec.sample_rate / spec.hop)
-        b = Baseliner(cfg.state, self.model.bundle, self.identity.machine, min_windows=windows)
+        b = Baseliner(cfg.state, self.model.bundle, self.identity.machine, min_windows=windows,
+                      hop_s=spec.hop / spec.sample_rate, skip_s=cfg.skip_s)
         state = b.load() if cfg.mode == "auto" else None
         if state is not None and self.profile.scoring.threshold is None:
             self.debounce.set_threshold(state.threshold)
@@ -144,9 +145,12 @@ class ConditionMonitor(DeviceProgram):
             c.last_window_end = float(ends[-1])
             c.period_scores.extend(scores.tolist())
             if self.baseliner is not None and self.baseliner.collecting:
-                state = self.baseliner.add(scores)
+                state = self.baseliner.add(scores, ends)
                 if state is not None and self.profile.scoring.threshold is None:
                     self.debounce.set_threshold(state.threshold)
+                skip = self.baseliner.skipped_last  # run-in: scored, never debounced
+                scores, starts, ends = scores[skip:], starts[skip:], ends[skip:]
+                details = None if details is None else details[skip:]
             events = self.debounce.update(scores, starts, ends)
             for ev in events:
                 self._publish_event(ev, scores, details)

@@ -71,3 +71,14 @@ def test_check_reports_the_declared_rate(tmp_path, vib_bundle):
     r = cli("run", profile(tmp_path, vib_bundle.path), "--check")
     assert r.returncode == 0, r.stderr
     assert "sample rate 12000 Hz as the sensor declares" in r.stdout
+
+
+@pytest.mark.parametrize("skip, says", [
+    ("-5", "Input should be greater than or equal to 0"),
+    ("soon", "Input should be a valid number"),
+    (".nan", "Input should be a finite number"),
+])
+def test_bad_baseline_skip_names_the_key(tmp_path, vib_bundle, skip, says):
+    p = profile(tmp_path, vib_bundle.path)
+    p.write_text(p.read_text().replace("mode: 'off'", f"{{mode: auto, skip_s: {skip}}}"))
+    assert_one_line_error(cli("run", p, "--check"), "device.yaml", "scoring.baseline.skip_s", says)
