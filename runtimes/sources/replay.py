@@ -60,6 +60,7 @@ class ReplaySource(UriPlugin):
         self.signal: np.ndarray | None = None
         self.sample_rate: float | None = None
         self.burst_t_s: np.ndarray | None = None  # a snapshot recording's burst start times, else None
+        self.t_wall0: float | None = None  # a snapshot replay: the wall time its recording time 0 is stamped as
         self.loops = 0
         self.blocks_out = 0
         self._closing = threading.Event()
@@ -168,6 +169,7 @@ class ReplaySource(UriPlugin):
         signal, times, n, fs = self.signal, self.burst_t_s, self._burst_samples, self.sample_rate
         period = float(times[-1]) + n / fs  # a loop restarts one burst length after the last burst ends
         t0, wall0, offset = time.monotonic(), time.time(), 0.0
+        self.t_wall0 = wall0
         while not self._closing.is_set():
             for b, tb in enumerate(times):
                 for start in range(0, n, self.block):
