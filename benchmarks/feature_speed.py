@@ -17,28 +17,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import scipy.fft as sfft
 from report import entry, write  # benchmarks/: this folder is on sys.path when run as a script
+from timing import interleaved_best
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def interleaved_best(fns: dict, rounds: int) -> dict:
-    """Best wall-clock seconds of each function, timed in turn round after round (after one warm-up each)."""
-    for fn in fns.values():
-        fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
 
 
 def measure(batch: int = 256, workers: int = 1, rounds: int = 15) -> dict:

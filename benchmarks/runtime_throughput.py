@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from feature_speed import interleaved_best  # benchmarks/: this folder is on sys.path when run as a script
-from report import entry, write
+from report import entry, write  # benchmarks/: this folder is on sys.path when run as a script
+from timing import interleaved_best
 
 from factoryedge.bundle import load_bundle
 from factoryedge.features import make_preprocessor

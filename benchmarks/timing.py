@@ -5,13 +5,18 @@ import time
 from collections.abc import Callable
 
 
-def best_of(fn: Callable[[], object], repeats: int = 3, warmup: bool = False) -> float:
-    """The shortest of ``repeats`` wall-clock runs of ``fn`` in seconds, after one untimed run if ``warmup``."""
-    if warmup:
+def interleaved_best(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Best wall-clock seconds of each function, timed in turn round after round (after one warm-up each).
+
+    Taking turns puts a busy moment of the machine on every function alike, so ratios of the
+    results hold better than those of functions timed one after the other.
+    """
+    for fn in fns.values():
         fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best

@@ -135,9 +135,8 @@ class Baseliner:
             k = self._skip_prefix(scores, ends)
             self.skipped_last, self.skipped = k, self.skipped + k
             scores, ends = scores[k:], None if ends is None else ends[k:]
-            if not len(scores):
-                return None
-            log.info("baselining %s: run-in skipped (%d windows), learning now", self.machine, self.skipped)
+            if len(scores):
+                log.info("baselining %s: run-in skipped (%d windows), learning now", self.machine, self.skipped)
         if not len(scores):
             return None
         if self._learn_first_end is None:

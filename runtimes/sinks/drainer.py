@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,8 +37,6 @@ class Drainer:
         self._thread: Any = None
 
     def start(self) -> None:
-        import threading
-
         self._thread = threading.Thread(target=self._loop, name="factoryedge-mqtt-drain", daemon=True)
         self._thread.start()
 

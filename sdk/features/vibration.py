@@ -327,9 +327,9 @@ def _log_band_energy_of_spectrum(spectrum: np.ndarray, edges: np.ndarray) -> np.
 
     Overwrites ``spectrum`` (complex64, bins last, C-contiguous): no power array is built.
     """
-    pairs = spectrum.view(np.float32)[..., : 2 * edges[-1]]  # re, im interleaved
+    pairs = spectrum.view(np.float32)[..., : 2 * edges[-1]]  # re, im interleaved: bin k is floats 2k, 2k+1
     np.square(pairs, out=pairs)
-    return np.log10(np.add.reduceat(pairs, 2 * edges[:-1], axis=-1) + _EPS)
+    return _log_band_energy(pairs, 2 * edges)
 
 
 def _check_windows(windows: np.ndarray, s: _WindowSpec) -> None:
