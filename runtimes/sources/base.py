@@ -16,9 +16,9 @@ class SampleBlock:
     ``seq`` is the first fe1 frame's sequence number, the first CSV line's sample index, or the
     first replayed sample's index in the recording. ``gap`` is true when samples were lost or
     the stream restarted right before this block (dropped frames, malformed lines, a reconnect,
-    a replay looping), so a consumer must not join it to earlier samples; ``dropped`` counts
-    the frames (fe1) or lines (csv) known lost there, 0 when unknown. ``stats`` is a snapshot
-    of the source's counters.
+    a replay looping, a new burst of a periodic-snapshot sensor), so a consumer must not join
+    it to earlier samples; ``dropped`` counts the frames (fe1) or lines (csv) known lost
+    there, 0 when unknown. ``stats`` is a snapshot of the source's counters.
     """
 
     samples: np.ndarray

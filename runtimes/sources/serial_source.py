@@ -51,6 +51,11 @@ class SerialSource(UriPlugin):
     the first frame. ``wait`` keeps retrying a port that is absent at open instead of
     failing. ``timeout`` bounds each read, and so how quickly ``close()`` takes effect.
     Opening, the node check and reconnecting are ``serial_port.SerialPort``'s.
+
+    A periodic-snapshot sensor's bursts are never joined: an fe1 frame flagged as a burst's
+    first, or (``rate`` given) one whose device timestamp leaves a pause after the previous
+    frame or goes back before its end, starts a block with ``gap=True``; ``stats`` counts
+    them in ``bursts`` and ``clock_jumps``, not in ``dropped_frames`` (see ``Fe1Decoder``).
     """
 
     RATE_BEFORE_OPEN = True
@@ -98,7 +103,9 @@ class SerialSource(UriPlugin):
         self.reconnect_max: float = opts["reconnect_max"]
         self._scale_given: tuple[float, ...] = opts["scale"]
         self._scale = self._scale_for(self.channels) if self.channels else None
-        self._decoder = Fe1Decoder() if self.format == "fe1" else CsvLineDecoder(self.channels, skip_first_line=True)
+        # the rate lets fe1 device timestamps mark the bursts of a periodic-snapshot sensor
+        self._decoder = (Fe1Decoder(self.sample_rate or None) if self.format == "fe1"
+                         else CsvLineDecoder(self.channels, skip_first_line=True))
         self._gap_pending = False
 
     @classmethod
@@ -185,7 +192,7 @@ class SerialSource(UriPlugin):
                     yield from self._to_blocks(frames, t_mono, t_wall)
 
     def _to_blocks(self, frames: list[Frame], t_mono: float, t_wall: float) -> Iterator[SampleBlock]:
-        # one block per run of frames without loss, so a gap always starts a block
+        # one block per run of frames without loss or burst start, so a gap always starts a block
         start = 0
         for k in range(1, len(frames) + 1):
             if k < len(frames) and not frames[k].gap:

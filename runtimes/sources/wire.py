@@ -19,6 +19,8 @@ from factoryedge.errors import ConfigError
 SYNC = b"\xa5\x5a"
 VERSION = 1
 FLAG_TIMESTAMP = 0x01
+FLAG_BURST_START = 0x02
+_KNOWN_FLAGS = FLAG_TIMESTAMP | FLAG_BURST_START
 SAMPLE_TYPES: dict[str, tuple[int, np.dtype]] = {
     "int16": (1, np.dtype("<i2")),
     "int32": (2, np.dtype("<i4")),
@@ -35,6 +37,10 @@ _TS = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEAD.size
 SEQ_MOD = 1 << 32
+# A frame whose device timestamp is off from the previous frame's end by more than this is
+# not its continuation: half of the previous frame's duration, and never under 1 ms.
+BURST_TOLERANCE_FRACTION = 0.5
+BURST_TOLERANCE_MIN_US = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +50,11 @@ class Frame:
     ``dropped_before`` counts frames (fe1, from the sequence gap, wrap-around included) or
     lines (CSV, malformed ones) lost between the previous frame and this one;
     ``restarted`` means the fe1 sequence number jumped backwards (the device restarted).
+    ``burst_start`` means the frame begins a new burst of a periodic-snapshot sensor: its
+    header carries ``FLAG_BURST_START``, or (decoder given the sample rate) its device
+    timestamp leaves a pause after the previous frame. ``clock_jump`` means its device
+    timestamp lies before the previous frame's end although the sequence number did not
+    restart.
     """
 
     seq: int
@@ -51,11 +62,13 @@ class Frame:
     timestamp_us: int | None = None
     dropped_before: int = 0
     restarted: bool = False
+    burst_start: bool = False
+    clock_jump: bool = False
 
     @property
     def gap(self) -> bool:
-        """Whether this frame does not continue the previous one without loss."""
-        return self.dropped_before > 0 or self.restarted
+        """Whether this frame must not be joined to the previous one: samples lost, a restart or a new burst."""
+        return self.dropped_before > 0 or self.restarted or self.burst_start or self.clock_jump
 
 
 @dataclass(slots=True)
@@ -66,7 +79,9 @@ class DecoderStats:
     times the decoder lost alignment and had to skip bytes to find the next frame (also at
     start-up when joining a stream mid-frame). ``truncated`` counts incomplete frames given
     up by ``flush()``. ``dropped_frames`` comes from fe1 sequence gaps; ``seq_restarts``
-    from backward jumps. For fe1, bytes_in == bytes in frames + bytes_discarded + pending.
+    from backward jumps. ``bursts`` counts fe1 frames that start a burst (``Frame.burst_start``)
+    and ``clock_jumps`` frames whose device timestamp went backwards (``Frame.clock_jump``);
+    neither is loss nor a resync. For fe1, bytes_in == bytes in frames + bytes_discarded + pending.
     """
 
     bytes_in: int = 0
@@ -80,6 +95,8 @@ class DecoderStats:
     bytes_discarded: int = 0
     dropped_frames: int = 0
     seq_restarts: int = 0
+    bursts: int = 0
+    clock_jumps: int = 0
 
     def snapshot(self) -> DecoderStats:
         return replace(self)
@@ -94,12 +111,14 @@ def fe1_frame_size(channels: int, samples: int, sample_type: str = "int16", time
 
 
 def encode_fe1_frame(
-    samples: np.ndarray, seq: int, sample_type: str = "int16", timestamp_us: int | None = None
+    samples: np.ndarray, seq: int, sample_type: str = "int16", timestamp_us: int | None = None,
+    burst_start: bool = False,
 ) -> bytes:
     """One fe1 frame for (n, channels) samples, as firmware would send it.
 
     Integer sample types need integer values in range: values are never silently rounded
-    or clipped. A 1-D array is one channel.
+    or clipped. A 1-D array is one channel. ``burst_start`` sets ``FLAG_BURST_START``: the
+    first frame of each burst of a sensor that sends periodic snapshots.
     """
     if sample_type not in SAMPLE_TYPES:
         raise ConfigError(f"sample_type {sample_type!r} is not an fe1 type; valid: {', '.join(SAMPLE_TYPES)}")
@@ -125,7 +144,7 @@ def encode_fe1_frame(
             raise ConfigError(f"{sample_type} frames need integer sample values; got {arr.dtype} with fractions")
         if arr.min() < info.min or arr.max() > info.max:
             raise ConfigError(f"sample values {arr.min()} .. {arr.max()} do not fit {sample_type} ({info.min} .. {info.max})")
-    flags = FLAG_TIMESTAMP if timestamp_us is not None else 0
+    flags = (FLAG_TIMESTAMP if timestamp_us is not None else 0) | (FLAG_BURST_START if burst_start else 0)
     body = _HEAD.pack(SYNC, VERSION, code, flags, ch, n, int(seq))
     if timestamp_us is not None:
         body += _TS.pack(int(timestamp_us))
@@ -140,12 +159,26 @@ class Fe1Decoder:
     bytes of two frames. On any failure the decoder drops one byte and searches for the
     next sync word, so frames right after a corrupted one are still found. A corrupted
     length field holds back decoding until at most ``MAX_PAYLOAD`` more bytes arrive.
+
+    Burst boundaries of a periodic-snapshot sensor: a frame flagged ``FLAG_BURST_START``
+    starts a burst. Given ``sample_rate`` (Hz), timestamped frames are also checked against
+    the previous frame's end (its timestamp plus its samples / rate): later by more than the
+    tolerance (half that frame's duration, at least 1 ms) starts a burst; earlier by more
+    than it is a clock jump. Frames right after lost frames or a restart are not checked by
+    time (they start a block anyway). Either way ``Frame.gap`` is true, and neither counts
+    as loss.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sample_rate: float | None = None) -> None:
+        if sample_rate is not None and not sample_rate > 0:
+            raise ConfigError(f"sample_rate={sample_rate!r} must be a positive number of Hz, or None")
         self.stats = DecoderStats()
+        self.sample_rate = sample_rate
+        self._us_per_sample = 1e6 / sample_rate if sample_rate else None
         self._buf = bytearray()
         self._last_seq: int | None = None
+        self._last_ts: int | None = None
+        self._last_n = 0
         self._aligned = True
 
     @property
@@ -157,7 +190,7 @@ class Fe1Decoder:
         """Forget buffered bytes and sequence history (after a reconnect); keep the counters."""
         self._skip(len(self._buf))
         self._buf.clear()
-        self._last_seq = None
+        self._last_seq = self._last_ts = None
         self._aligned = True
 
     def feed(self, data: bytes) -> list[Frame]:
@@ -208,7 +241,7 @@ class Fe1Decoder:
                 if (
                     version != VERSION
                     or dtype is None
-                    or flags & ~FLAG_TIMESTAMP
+                    or flags & ~_KNOWN_FLAGS
                     or not 1 <= ch <= MAX_CHANNELS
                     or not 1 <= ns <= MAX_SAMPLES
                     or plen > MAX_PAYLOAD
@@ -217,7 +250,8 @@ class Fe1Decoder:
                     self._skip(1)
                     pos = i + 1
                     continue
-                start = i + HEADER_SIZE + (_TS.size if flags else 0)
+                has_ts = flags & FLAG_TIMESTAMP
+                start = i + HEADER_SIZE + (_TS.size if has_ts else 0)
                 end = start + plen
                 if n - end < _CRC.size:
                     if not final:
@@ -231,19 +265,19 @@ class Fe1Decoder:
                     self._skip(1)
                     pos = i + 1
                     continue
-                ts = _TS.unpack_from(mv, i + HEADER_SIZE)[0] if flags else None
+                ts = _TS.unpack_from(mv, i + HEADER_SIZE)[0] if has_ts else None
                 # copy: the buffer is compacted below and reused
                 samples = np.frombuffer(mv, dtype, ns * ch, start).reshape(ns, ch).copy()
-                frames.append(self._accept(seq, samples, ts))
+                frames.append(self._accept(seq, samples, ts, bool(flags & FLAG_BURST_START)))
                 pos = end + _CRC.size
         del buf[:pos]
         return frames
 
-    def _accept(self, seq: int, samples: np.ndarray, ts: int | None) -> Frame:
+    def _accept(self, seq: int, samples: np.ndarray, ts: int | None, burst_start: bool) -> Frame:
         st = self.stats
         st.frames_ok += 1
         self._aligned = True
-        dropped, restarted = 0, False
+        dropped, restarted, clock_jump = 0, False, False
         if self._last_seq is not None:
             gap = (seq - self._last_seq - 1) % SEQ_MOD
             # a "gap" of more than half the sequence space is a jump backwards, not loss
@@ -253,8 +287,23 @@ class Fe1Decoder:
             elif gap:
                 dropped = gap
                 st.dropped_frames += gap
-        self._last_seq = seq
-        return Frame(seq, samples, ts, dropped, restarted)
+            elif ts is not None and self._last_ts is not None and self._us_per_sample:
+                burst_start, clock_jump = self._check_time(ts, burst_start)
+        if burst_start:
+            st.bursts += 1
+        self._last_seq, self._last_ts, self._last_n = seq, ts, len(samples)
+        return Frame(seq, samples, ts, dropped, restarted, burst_start, clock_jump)
+
+    def _check_time(self, ts: int, flagged: bool) -> tuple[bool, bool]:
+        """(burst_start, clock_jump) for a frame that follows the previous one by sequence number."""
+        duration = self._last_n * self._us_per_sample
+        # integer subtraction first: timestamps may exceed float64's exact integer range
+        off = (ts - self._last_ts) - duration
+        tolerance = max(BURST_TOLERANCE_FRACTION * duration, BURST_TOLERANCE_MIN_US)
+        if off < -tolerance:
+            self.stats.clock_jumps += 1
+            return flagged, True
+        return flagged or off > tolerance, False
 
 
 class CsvLineDecoder:

@@ -36,8 +36,9 @@ def random_samples(rng: np.random.Generator, n: int, ch: int, sample_type: str) 
 
 
 def reencode(frame: Frame) -> bytes:
-    """The frame's exact wire bytes: equal iff seq, timestamp, dtype, shape and values are."""
-    return encode_fe1_frame(frame.samples, frame.seq, TYPE_OF[frame.samples.dtype.str], frame.timestamp_us)
+    """The frame's exact wire bytes: equal iff seq, timestamp, burst flag, dtype, shape and values are."""
+    return encode_fe1_frame(frame.samples, frame.seq, TYPE_OF[frame.samples.dtype.str], frame.timestamp_us,
+                            frame.burst_start)
 
 
 def decode_all(data: bytes, chunk: int | None = None) -> tuple[list[Frame], Fe1Decoder]:
@@ -109,7 +110,7 @@ def _with_header(frame: bytes, offset: int, value: int) -> bytes:
     return bytes(body) + struct.pack("<I", zlib.crc32(body))
 
 
-@pytest.mark.parametrize("offset, value", [(2, 2), (3, 0), (3, 9), (4, 0x02), (5, 0), (5, 33)])
+@pytest.mark.parametrize("offset, value", [(2, 2), (3, 0), (3, 9), (4, 0x04), (4, 0x80), (5, 0), (5, 33)])
 def test_insane_headers_are_refused_even_with_a_valid_crc(offset, value):
     good = encode_fe1_frame(np.ones((4, 2), np.int16), 1)
     frames, dec = decode_all(_with_header(good, offset, value) + good)
@@ -164,6 +165,7 @@ frame_spec = st.fixed_dictionaries(
         "ch": st.integers(1, 4),
         "n": st.integers(1, 24),
         "ts": st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+        "burst": st.booleans(),
         "before": st.one_of(st.just(b""), garbage),
         # what happens inside the frame: nothing, a byte flip, inserted garbage, a truncated copy before it
         "hit": st.sampled_from(["none", "none", "flip", "insert", "echo"]),
@@ -182,7 +184,8 @@ def test_random_garbage_and_corruption_never_yield_a_wrong_frame(specs, seq0, se
     stream, encoded, intact = bytearray(), [], []
     must_fail, crc_must_fail = 0, 0  # corrupted frames whose sync word survived / whose payload was hit
     for k, s in enumerate(specs):
-        frame = encode_fe1_frame(random_samples(rng, s["n"], s["ch"], s["type"]), (seq0 + k) % SEQ_MOD, s["type"], s["ts"])
+        frame = encode_fe1_frame(random_samples(rng, s["n"], s["ch"], s["type"]), (seq0 + k) % SEQ_MOD, s["type"], s["ts"],
+                                 s["burst"])
         encoded.append(frame)
         stream += s["before"]
         at = 1 + int(s["where"] * (len(frame) - 1))  # strictly inside the frame
@@ -222,6 +225,7 @@ def test_random_garbage_and_corruption_never_yield_a_wrong_frame(specs, seq0, se
     gaps = [(b.seq - a.seq - 1) % SEQ_MOD for a, b in zip(frames, frames[1:])]
     assert [f.dropped_before for f in frames[1:]] == gaps  # the sent seqs only ever go forward
     assert st_.dropped_frames == sum(gaps) and st_.seq_restarts == 0
+    assert st_.bursts == sum(f.burst_start for f in frames) and st_.clock_jumps == 0  # no rate: no time rule
 
 
 @settings(max_examples=80, deadline=None)
