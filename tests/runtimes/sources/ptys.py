@@ -1,10 +1,12 @@
-"""Real pseudo-terminals standing in for a sensor's serial port in tests."""
+"""Real pseudo-terminals standing in for a sensor's serial port in tests, and a threaded block reader."""
 from __future__ import annotations
 
 import os
 import threading
 import time
 import tty
+
+from factoryedge.runtimes.sources.base import SampleBlock
 
 
 class Pty:
@@ -51,3 +53,30 @@ def poll(condition, timeout: float = 5.0, interval: float = 0.005):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+class Reader:
+    """Runs ``blocks()`` in a thread, as the device runtime does, collecting what arrives."""
+
+    def __init__(self, source) -> None:
+        self.source, self.blocks, self.error = source, [], None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for block in self.source.blocks():
+                self.blocks.append(block)
+        except Exception as e:  # surfaced to the test by stop()
+            self.error = e
+
+    def samples(self) -> int:
+        return sum(b.n for b in list(self.blocks))
+
+    def stop(self) -> list[SampleBlock]:
+        self.source.close()
+        self.thread.join(timeout=5)
+        assert not self.thread.is_alive(), "close() did not end blocks()"
+        if self.error:
+            raise self.error
+        return self.blocks

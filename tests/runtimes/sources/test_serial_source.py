@@ -11,39 +11,11 @@ import pytest
 
 from factoryedge.errors import BackendUnavailableError, ConfigError, SourceError
 from factoryedge.runtimes import registry
-from factoryedge.runtimes.sources.base import SampleBlock
 from factoryedge.runtimes.sources.serial_source import SerialSource
 from factoryedge.runtimes.sources.wire import encode_fe1_frame
-from tests.runtimes.sources.ptys import Pty, poll
+from tests.runtimes.sources.ptys import Pty, Reader, poll
 
 pytest.importorskip("serial", reason="pyserial is the 'device' extra")
-
-
-class Reader:
-    """Runs ``blocks()`` in a thread, as the device runtime does, collecting what arrives."""
-
-    def __init__(self, source: SerialSource) -> None:
-        self.source, self.blocks, self.error = source, [], None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            for block in self.source.blocks():
-                self.blocks.append(block)
-        except Exception as e:  # surfaced to the test by stop()
-            self.error = e
-
-    def samples(self) -> int:
-        return sum(b.n for b in list(self.blocks))
-
-    def stop(self) -> list[SampleBlock]:
-        self.source.close()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive(), "close() did not end blocks()"
-        if self.error:
-            raise self.error
-        return self.blocks
 
 
 def fe1_stream(signal: np.ndarray, seq0: int = 0, per_frame: int = 64) -> bytes:
