@@ -28,6 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
     p.add_argument("--corrupt", type=float, default=0.0, help="probability that a frame is damaged (0..1)")
     p.add_argument("--loop", action="store_true", help="repeat the stream until interrupted")
+    p.add_argument("--burst", type=int, metavar="SAMPLES",
+                   help="a periodic-snapshot sensor: send SAMPLES per burst, one burst every --period seconds")
+    p.add_argument("--period", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds from one burst's start to the next (with --burst; default 10)")
+    p.add_argument("--burst-flag", action="store_true", help="set fe1's burst-start flag on each burst's first frame")
+    p.add_argument("--timestamps", action="store_true", help="send fe1 device timestamps (microseconds)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -36,21 +42,30 @@ def run(args: argparse.Namespace) -> int:
 
     rec = _recording(args)
     endpoint = SerialEndpoint(args.port, args.baud) if args.port else PtyEndpoint(args.link)
-    streamer = SensorStreamer(rec, endpoint, fmt=args.format, frame=args.frame, scale=args.scale,
-                              speed=args.speed, corrupt=args.corrupt, loop=args.loop, seed=args.seed)
+    try:
+        streamer = SensorStreamer(rec, endpoint, fmt=args.format, frame=args.frame, scale=args.scale,
+                                  speed=args.speed, corrupt=args.corrupt, loop=args.loop, seed=args.seed,
+                                  burst=args.burst, period=args.period, burst_flag=args.burst_flag,
+                                  timestamps=args.timestamps)
+    except BaseException:
+        endpoint.close()
+        raise
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: streamer.stop())
     where = args.link or endpoint.path
-    print(f"sensor: {len(rec.channels)} channel(s) at {rec.sample_rate:g} Hz, {args.format}, on {where}", flush=True)
-    print(f"read it with: serial://{where}?format={args.format}&channels={len(rec.channels)}&scale={args.scale:.10g}",
+    mode = f", bursts of {args.burst} samples every {args.period:g} s" if args.burst else ""
+    print(f"sensor: {len(rec.channels)} channel(s) at {rec.sample_rate:g} Hz, {args.format}{mode}, on {where}",
           flush=True)
+    print(f"read it with: serial://{where}?rate={rec.sample_rate:g}&format={args.format}&channels={len(rec.channels)}"
+          f"&scale={args.scale:.10g}", flush=True)
     try:
         stats = streamer.run()
     finally:
         endpoint.close()
     lost = getattr(endpoint, "dropped_frames", 0)
-    print(f"sent {stats.frames} frames, {stats.samples} samples, {stats.bytes} bytes, {stats.corrupted} corrupted, "
-          f"{lost} lost for want of a reader", file=sys.stderr)
+    bursts = f"{stats.bursts} bursts, " if args.burst else ""
+    print(f"sent {stats.frames} frames, {bursts}{stats.samples} samples, {stats.bytes} bytes, {stats.corrupted} "
+          f"corrupted, {lost} lost for want of a reader", file=sys.stderr)
     return 0
 
 
