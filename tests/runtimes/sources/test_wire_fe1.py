@@ -82,6 +82,7 @@ def test_protocol_doc_example_frames_match_the_encoder():
     wire = [bytes.fromhex(b) for b in blocks]
     assert encode_fe1_frame(samples, 7, "int16", 1_000_000) in wire
     assert encode_fe1_frame(samples, 7, "int16") in wire
+    assert encode_fe1_frame(samples, 8, "int16", 1_000_000, burst_start=True) in wire
     assert f"{zlib.crc32(b'123456789'):08X}" in doc
 
 
