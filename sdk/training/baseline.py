@@ -20,14 +20,23 @@ def fit_isolation_forest(features: np.ndarray, seed: int = 0, n_estimators: int 
     """
     try:
         from skl2onnx import to_onnx
-        from sklearn.ensemble import IsolationForest
     except ImportError:
         raise missing_dependency("skl2onnx", "train", "the Isolation Forest baseline") from None
     x = np.asarray(features, dtype=np.float32)
-    forest = IsolationForest(n_estimators=n_estimators, random_state=seed).fit(x)
+    forest = fit_forest(x, seed, n_estimators)
     onx = to_onnx(
         forest,
         x[:1],
         target_opset={"": 18, "ai.onnx.ml": 3},
     )
     return onx.SerializeToString(), {"n_estimators": n_estimators, "seed": seed}
+
+
+def fit_forest(features: np.ndarray, seed: int = 0, n_estimators: int = 200):
+    """The scikit-learn Isolation Forest itself, for studies that score many forests and need
+    no ONNX export (its ``decision_function`` is what the exported model computes)."""
+    try:
+        from sklearn.ensemble import IsolationForest
+    except ImportError:
+        raise missing_dependency("scikit-learn", "train", "the Isolation Forest baseline") from None
+    return IsolationForest(n_estimators=n_estimators, random_state=seed).fit(np.asarray(features, dtype=np.float32))

@@ -71,7 +71,7 @@ class TrainedVibrationModel:
     stats: ScoreStats
     fit_result: FitResult
     detail_names: list[str]
-    baseline_onnx: bytes
+    baseline_onnx: bytes | None
     baseline_params: dict
     baseline_calibration_features: np.ndarray
     data: list[DataRecord]
