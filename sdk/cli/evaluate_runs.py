@@ -7,8 +7,10 @@ commissioning period (``--skip-s``, ``--duration-s``) to set every threshold:
   bearings, score the run; only the thresholds are re-learned from this run's commissioning
   scores, as a technician commissioning a new machine with a shipped bundle would. A run whose
   data the bundle was trained on is flagged ``bundle_trained_on_this_run``.
-- ``own``: a dense autoencoder of the bundle's feature recipe and size, and an Isolation
-  Forest, are trained on this run's commissioning period alone (needs the ``train`` extra).
+- ``own``: a dense autoencoder of the bundle's feature recipe and size, an Isolation Forest,
+  and a recurrent autoencoder over the last ``--steps`` snapshots' features (method
+  ``recurrent``) are trained on this run's commissioning period alone (needs the ``train``
+  extra).
 
 The RMS rule needs no training: it alarms at a multiple of the commissioning RMS.
 """
@@ -25,8 +27,9 @@ from factoryedge.debounce import DebounceConfig
 from factoryedge.errors import DataError
 from factoryedge.evaluation.run_to_failure import (
     DURATION_S,
-    MODEL_MARGIN,
+    MULTIPLES,
     RMS_MULTIPLE,
+    SEQUENCE_STEPS,
     SKIP_S,
     Commissioning,
     evaluate_run,
@@ -52,8 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"commissioning period in seconds (default {DURATION_S:g})")
     g.add_argument("--rms-multiple", type=float, default=RMS_MULTIPLE,
                    help=f"RMS rule: alarm at this multiple of the commissioning RMS (default {RMS_MULTIPLE:g})")
-    g.add_argument("--margin", type=float, default=MODEL_MARGIN,
-                   help=f"learned scores: threshold median + MARGIN x (q99 - median) of commissioning (default {MODEL_MARGIN:g})")
+    g.add_argument("--margin", type=float, default=None,
+                   help="learned scores: threshold median + MARGIN x (q99 - median) of commissioning (default per "
+                        "method: " + ", ".join(f"{k} {v:g}" for k, v in MULTIPLES.items() if k != "rms_rule") + ")")
+    g.add_argument("--steps", type=int, default=SEQUENCE_STEPS,
+                   help=f"own protocol: snapshots of history the recurrent autoencoder reads (default {SEQUENCE_STEPS})")
     g.add_argument("--k", type=int, default=3, help="debounce: raise on k of the last n windows (default 3)")
     g.add_argument("--n", type=int, default=5, help="debounce: n (default 5)")
 
@@ -67,7 +73,10 @@ def run(bundle, runs, args: argparse.Namespace) -> int:
     spec = m.preprocessing
     comm = Commissioning(args.skip_s, args.duration_s)
     debounce = DebounceConfig(k=args.k, n=args.n)
-    multiples = {"rms_rule": args.rms_multiple, "model": args.margin, "baseline": args.margin}
+    multiples = {k: (v if args.margin is None else args.margin) for k, v in MULTIPLES.items()}
+    multiples["rms_rule"] = args.rms_multiple
+    if args.steps < 1:
+        raise DataError(f"--steps {args.steps} must be at least 1 snapshot")
     protocols = ["transfer", "own"] if args.protocol == "both" else [args.protocol]
     trained_on = {d.sha256 for d in m.provenance.data}
     out = args.out or Path("evaluation") / m.name
@@ -80,18 +89,18 @@ def run(bundle, runs, args: argparse.Namespace) -> int:
     scorer = RecordingScorer(bundle) if "transfer" in protocols else None
     for rec in runs:
         rec = _matched(rec, spec)
-        windows, _, starts = rec.windows(spec.window, spec.hop)
+        windows, burst, starts = rec.windows(spec.window, spec.hop)
         rms = rms_ratio(windows, comm.mask(starts))
         window_s = spec.window / spec.sample_rate
         for protocol in protocols:
             if protocol == "transfer":
                 model, base = scorer.score_windows(windows)
+                scores = {"model": np.asarray(model, np.float64)}
+                if base is not None:
+                    scores["baseline"] = np.asarray(base, np.float64)
             else:
-                model, base = _own_scores(rec, windows, spec, comm, m, out / "own" / _slug(rec.label))
-            scores = {"model": np.asarray(model, np.float64), "rms_rule": rms}
-            if base is not None:
-                scores["baseline"] = np.asarray(base, np.float64)
-            scores = {k: scores[k] for k in ("model", "baseline", "rms_rule") if k in scores}
+                scores = _own_scores(rec, windows, burst, spec, comm, m, args.steps, out / "own" / _slug(rec.label))
+            scores["rms_rule"] = rms
             ev = evaluate_run(rec.source, rec.life_s, starts, window_s, scores, comm, debounce, multiples)
             results[protocol].append(ev)
             log.info("%s %s: %s", protocol, rec.label, {k: v.result for k, v in ev.methods.items()})
@@ -147,13 +156,20 @@ def _matched(rec, spec):
     return rec
 
 
-def _own_scores(rec, windows, spec, comm, manifest, out_dir: Path):
-    """Scores of a dense autoencoder and an Isolation Forest trained on this run's commissioning only."""
+def _own_scores(rec, windows, burst, spec, comm, manifest, steps: int, out_dir: Path) -> dict[str, np.ndarray]:
+    """Scores of a dense autoencoder, an Isolation Forest and a recurrent autoencoder trained on
+    this run's commissioning only."""
     import onnxruntime
     import torch
 
     from factoryedge.features import make_preprocessor
-    from factoryedge.training.snapshots import train_on_snapshots
+    from factoryedge.training.snapshots import (
+        RECURRENT_FIT,
+        burst_features,
+        sequence_scores,
+        train_on_snapshots,
+        train_sequence_autoencoder,
+    )
     from factoryedge.training.trainer import FitConfig
     from factoryedge.training.vibration import VibrationTrainConfig
 
@@ -162,13 +178,16 @@ def _own_scores(rec, windows, spec, comm, manifest, out_dir: Path):
     cfg = VibrationTrainConfig(dense_hidden=hidden, fit=FitConfig(
         epochs=int(fit_cfg.get("epochs", 300)), patience=int(fit_cfg.get("patience", 40)),
         seed=int(fit_cfg.get("seed", 0)), log_every=100))
-    trained = train_on_snapshots([rec], spec, comm, cfg, out_dir)
+    trained = train_on_snapshots([rec], spec, comm, cfg, out_dir / "dense")
     x = make_preprocessor(spec)(windows)
     with torch.no_grad():
         model = trained.module(torch.as_tensor(x))[0].numpy()
     session = onnxruntime.InferenceSession(trained.baseline_onnx, providers=["CPUExecutionProvider"])
     base = -session.run(["scores"], {"X": x.astype(np.float32)})[0].ravel()
-    return model, base
+    f = burst_features(x, burst, rec.n_bursts)
+    recurrent, _, _ = train_sequence_autoencoder(f, rec.t_s, comm, steps, RECURRENT_FIT, out_dir / "recurrent")
+    return {"model": model.astype(np.float64), "baseline": base.astype(np.float64),
+            "recurrent": sequence_scores(recurrent, f, steps)[burst]}
 
 
 def _tradeoff(evs, debounce: DebounceConfig) -> dict[str, list[dict]]:

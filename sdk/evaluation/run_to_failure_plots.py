@@ -9,8 +9,9 @@ import numpy as np
 from factoryedge.evaluation.plots import _pyplot
 from factoryedge.evaluation.run_to_failure import RunEvaluation
 
-LABELS = {"model": "dense autoencoder", "baseline": "Isolation Forest", "rms_rule": "RMS rule"}
-COLOURS = {"model": "tab:blue", "baseline": "tab:green", "rms_rule": "tab:red"}
+LABELS = {"model": "dense autoencoder", "baseline": "Isolation Forest", "recurrent": "recurrent autoencoder",
+          "rms_rule": "RMS rule"}
+COLOURS = {"model": "tab:blue", "baseline": "tab:green", "recurrent": "tab:purple", "rms_rule": "tab:red"}
 
 
 def plot_run(run: RunEvaluation, path: Path, title: str) -> Path | None:

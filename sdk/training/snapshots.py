@@ -23,13 +23,15 @@ from factoryedge.features.vibration import VibrationFeatureSpec
 from factoryedge.manifest import DataRecord
 from factoryedge.scoring import calibrate_threshold
 from factoryedge.training.baseline import fit_isolation_forest
-from factoryedge.training.models import FeatureAutoencoder
-from factoryedge.training.trainer import fit
+from factoryedge.training.models import FeatureAutoencoder, FrameLstmAutoencoder
+from factoryedge.training.trainer import FitConfig, fit
 from factoryedge.training.vibration import TrainedVibrationModel, VibrationTrainConfig
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_SHARE = 1 / 3
+# An LSTM needs more updates than one batch per epoch of ~40 sequences gives it.
+RECURRENT_FIT = FitConfig(epochs=300, patience=40, batch_size=16, log_every=1000)
 
 
 def commissioning_windows(rec: SnapshotRecording, spec: VibrationFeatureSpec, comm: Commissioning):
@@ -47,8 +49,12 @@ def commissioning_windows(rec: SnapshotRecording, spec: VibrationFeatureSpec, co
 
 
 def train_on_snapshots(recs: list[SnapshotRecording], spec: VibrationFeatureSpec, comm: Commissioning,
-                       cfg: VibrationTrainConfig, out_dir: Path) -> TrainedVibrationModel:
-    """The dense autoencoder and the Isolation Forest on the runs' commissioning periods, ready to export."""
+                       cfg: VibrationTrainConfig, out_dir: Path, baseline: bool = True) -> TrainedVibrationModel:
+    """The dense autoencoder and the Isolation Forest on the runs' commissioning periods, ready to export.
+
+    ``baseline=False`` leaves the forest out (``baseline_onnx`` is None): its ONNX conversion
+    takes most of the time, and studies fit their own with ``fit_forest``.
+    """
     if not recs:
         raise DataError("training needs at least one snapshot recording")
     if cfg.model != "dense":
@@ -70,7 +76,8 @@ def train_on_snapshots(recs: list[SnapshotRecording], spec: VibrationFeatureSpec
     with torch.no_grad():
         calib_scores = module(torch.as_tensor(x_calib))[0].numpy().astype(np.float64)
     threshold, stats = calibrate_threshold(calib_scores, cfg.rule)
-    baseline_onnx, baseline_params = fit_isolation_forest(np.concatenate([x_train, x_valid]), seed=cfg.fit.seed)
+    baseline_onnx, baseline_params = (fit_isolation_forest(np.concatenate([x_train, x_valid]), seed=cfg.fit.seed)
+                                      if baseline else (None, {}))
     data = []
     for rec, (train_w, cal_w) in zip(recs, parts):
         digest = snapshots_sha256(rec)
@@ -88,3 +95,62 @@ def train_on_snapshots(recs: list[SnapshotRecording], spec: VibrationFeatureSpec
         calibration_scores=calib_scores, threshold=threshold, stats=stats, fit_result=fit_result,
         detail_names=list(pre.names), baseline_onnx=baseline_onnx, baseline_params=baseline_params,
         baseline_calibration_features=x_calib, data=data, fingerprint=fingerprint, split=split)
+
+
+# -- the recurrent autoencoder over the sequence of recent snapshots -----------------------
+
+def burst_features(x: np.ndarray, burst: np.ndarray, n_bursts: int) -> np.ndarray:
+    """One feature vector per burst: the mean over its windows (``burst`` maps window -> burst)."""
+    out = np.zeros((n_bursts, x.shape[1]), dtype=np.float64)
+    np.add.at(out, burst, x)
+    counts = np.bincount(burst, minlength=n_bursts)
+    return (out / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+
+def snapshot_sequences(f: np.ndarray, steps: int) -> np.ndarray:
+    """(n_bursts, steps, features): for each burst, the features of it and the ``steps - 1``
+    bursts before it. The first bursts repeat the first one where history is missing, so every
+    burst has a score; they fall in the run-in skip, before commissioning starts."""
+    if steps < 1:
+        raise DataError(f"sequence steps={steps!r} must be at least 1 burst")
+    padded = np.concatenate([np.repeat(f[:1], steps - 1, axis=0), f])
+    view = np.lib.stride_tricks.sliding_window_view(padded, steps, axis=0)  # (n, features, steps)
+    return np.ascontiguousarray(view.transpose(0, 2, 1))
+
+
+def train_sequence_autoencoder(f: np.ndarray, t_s: np.ndarray, comm: Commissioning, steps: int, fit_cfg,
+                               out_dir: Path, hidden: int = 32, latent: int = 8):
+    """The seed's recurrent autoencoder, over the sequence of the last ``steps`` snapshots'
+    features (where trends live), trained on sequences that *end* in the commissioning period.
+
+    Split in time order as the dense model's: first 2/3 train, last 1/3 calibrate. Every fifth
+    training sequence validates for early stopping: neighbouring sequences share all but one
+    snapshot, so this measures how well the network has fitted, not how it generalises over
+    time (a held-out *later* stretch would stop training at once whenever commissioning holds
+    a slow drift). Generalisation over time is what the later calibration third measures.
+    Returns (module, calibration scores, fit result).
+    """
+
+    seq = snapshot_sequences(f, steps)[comm.mask(t_s)]
+    n_cal = int(round(len(seq) * CALIBRATION_SHARE))
+    if len(seq) - n_cal < 20 or n_cal < 20:
+        raise DataError(f"{len(seq)} snapshots in commissioning ({comm.skip_s:g} s + {comm.duration_s:g} s); at least "
+                        "60 are needed for the recurrent autoencoder: commission longer")
+    train, calib = seq[: len(seq) - n_cal], seq[len(seq) - n_cal:]
+    is_val = np.arange(len(train)) % 5 == 4
+    flat = train[:, -1, :]  # each snapshot once
+    module = FrameLstmAutoencoder(flat.mean(axis=0), flat.std(axis=0), steps=steps, hidden=hidden, latent=latent)
+    fit_result = fit(module, train[~is_val], train[is_val], fit_cfg, out_dir, title="recurrent autoencoder")
+    with torch.no_grad():
+        calib_scores = module(torch.as_tensor(calib))[0].numpy().astype(np.float64)
+    return module, calib_scores, fit_result
+
+
+def sequence_scores(module, f: np.ndarray, steps: int, batch: int = 512) -> np.ndarray:
+    """The recurrent autoencoder's score for every burst (its sequence ends at that burst)."""
+    seq = snapshot_sequences(f, steps)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(seq), batch):
+            out.append(module(torch.as_tensor(seq[i: i + batch]))[0].numpy())
+    return np.concatenate(out).astype(np.float64)

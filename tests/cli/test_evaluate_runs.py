@@ -35,6 +35,8 @@ def test_train_and_evaluate_a_run_to_failure(tmp_path):
     assert run["rms_rule"]["alarmed"] and run["rms_rule"]["early_episodes"] == 0
     own = report["protocols"]["own"]["runs"][0]
     assert own["rms_rule"] == run["rms_rule"]  # the RMS rule does not depend on the protocol
+    assert {"early_episodes", "alarmed", "lead_s", "threshold"} <= set(own["recurrent"])
+    assert set(report["protocols"]["own"]["tradeoff"]) == {"model", "baseline", "recurrent", "rms_rule"}
     assert (out / "run_failing_transfer.png").is_file() and (out / "tradeoff_own.png").is_file()
     assert set(report["tradeoff"]) == {"model", "baseline", "rms_rule"}
 
