@@ -208,20 +208,20 @@ def _slug(text: str) -> str:
 
 
 def format_runs(report: dict) -> str:
-    """One line per run and method, then the summary, for a terminal."""
-    lines = [report["title"] + f" - protocol {report['protocol']}",
-             f"{'run':<14}{'life h':>7} | " + " | ".join(f"{n:<24}" for n in ("model", "baseline", "rms_rule")),
-             f"{'':<21} | " + " | ".join(f"{'early alarmed lead_min':<24}" for _ in range(3))]
-    for r in report["runs"]:
-        cells = []
-        for n in ("model", "baseline", "rms_rule"):
-            if n in r:
-                cells.append(f"{r[n]['early_episodes']:>5} {('yes' if r[n]['alarmed'] else 'no'):>7} "
-                             f"{r[n]['lead_s'] / 60:>8.1f}   ")
-            else:
-                cells.append(f"{'-':<24}")
-        lines.append(f"{Path(str(r['source'])).stem:<14}{r['life_s'] / 3600:>7.2f} | " + " | ".join(cells))
-    for n, s in report["summary"].items():
-        lines.append(f"{n}: {s['early_episodes']} early episode(s) on {s['runs_with_early_episodes']} run(s), "
-                     f"alarmed at end on {s['alarmed_runs']}/{s['runs']}, median lead {s['median_lead_s'] / 60:.1f} min")
+    """One table per protocol: a line per run and method, then the summary, for a terminal."""
+    blocks = [(report["protocol"], report)] + list(report.get("protocols", {}).items())
+    lines: list[str] = []
+    for protocol, block in blocks:
+        methods = list(block["summary"])
+        lines += [("" if not lines else "\n") + report["title"] + f" - protocol {protocol}",
+                  f"{'run':<14}{'life h':>7} | " + " | ".join(f"{n:<24}" for n in methods),
+                  f"{'':<21} | " + " | ".join(f"{'early alarmed lead_min':<24}" for _ in methods)]
+        for r in block["runs"]:
+            cells = [f"{r[n]['early_episodes']:>5} {('yes' if r[n]['alarmed'] else 'no'):>7} "
+                     f"{r[n]['lead_s'] / 60:>8.1f}   " if n in r else f"{'-':<24}" for n in methods]
+            lines.append(f"{Path(str(r['source'])).stem:<14}{r['life_s'] / 3600:>7.2f} | " + " | ".join(cells))
+        for n, sm in block["summary"].items():
+            lines.append(f"{n}: {sm['early_episodes']} early episode(s) on {sm['runs_with_early_episodes']} run(s), "
+                         f"alarmed at end on {sm['alarmed_runs']}/{sm['runs']}, median lead "
+                         f"{sm['median_lead_s'] / 60:.1f} min")
     return "\n".join(lines)
