@@ -89,6 +89,8 @@ def bounded_command_text(data: bytes | str) -> str:
     nesting depth outside JSON strings, so no parser ever sees a payload that could exhaust
     its recursion; brackets inside strings do not count.
     """
+    if not isinstance(data, (bytes, bytearray, memoryview, str)):
+        raise CommandRefused(f"a command is bytes or text, not {type(data).__name__}")
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     if len(raw) > MAX_COMMAND_BYTES:
         raise CommandRefused(f"command of {len(raw)} bytes refused: at most {MAX_COMMAND_BYTES} bytes are accepted",
@@ -139,6 +141,8 @@ def _scan_request_id(raw: bytes) -> str | None:
 
 
 def _checked(obj: dict[str, Any], request_id: str | None) -> Command:
+    if not _encodable(json.dumps(obj, ensure_ascii=False)):  # depth is bounded: no deep recursion here
+        raise ConfigError("command contains a lone UTF-16 surrogate escape (e.g. \"\\ud800\"), which is not text")
     schema = obj.pop("schema", COMMAND)
     if schema != COMMAND:
         raise ConfigError(f"command schema {schema!r} is not supported; this device speaks {COMMAND!r}")
@@ -165,9 +169,18 @@ def request_id_of(obj: Any) -> str | None:
     rid = obj.get("request_id")
     if rid is None:
         return None
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or len(str(rid)) > 128:
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or len(str(rid)) > 128 or not _encodable(str(rid)):
         raise ConfigError(f"request_id {rid!r} must be a string or integer of at most 128 characters")
     return str(rid)
+
+
+def _encodable(text: str) -> bool:
+    """False for text with a lone surrogate (JSON allows "\\ud800"; UTF-8 cannot carry it back)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

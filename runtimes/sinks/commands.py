@@ -31,6 +31,10 @@ _RECENT_REQUESTS = 256
 MAX_MESSAGE = 1024  # an answer quotes at most this much (a refused payload can be 64 KiB)
 
 
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
@@ -60,7 +64,10 @@ class CommandDispatcher:
 
     def _loop(self) -> None:
         while (message := self._queue.get()) is not None:
-            self.handle(message.payload, getattr(message, "properties", None))
+            try:
+                self.handle(message.payload, getattr(message, "properties", None))
+            except Exception as e:  # noqa: BLE001 - last resort: handle() answers everything it can
+                log.error("mqtt command handling failed: %s: %s", type(e).__name__, _short(str(e)))
 
     def handle(self, payload: bytes, properties: Any = None) -> None:
         """Parse, run and answer one command message; never raises, always answers (if it can publish)."""
@@ -107,7 +114,7 @@ class CommandDispatcher:
             log.error("mqtt command answer could not be built request_id=%s: %s: %s", rid, type(e).__name__,
                       _short(str(e)))
             body = msg.command_response(self.identity, request_id=rid, command=name, status="error",
-                                       message=_short(f"answer not publishable: {type(e).__name__}: {e}",
+                                       message=_short(_ascii(f"answer not publishable: {type(e).__name__}: {e}"),
                                                       MAX_MESSAGE)).to_bytes()
         if rid is not None and reply.status != "rejected":
             self._answers[rid] = body

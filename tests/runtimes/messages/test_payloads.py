@@ -210,6 +210,8 @@ def test_brackets_inside_strings_and_escaped_quotes_do_not_count_as_nesting():
     (b'{"command": "explode", "request_id": "r-9"}', "r-9"),
     (b'{"command": "reload", "extra": 1, "request_id": "r-10"}', "r-10"),
     (b"{not json", None),
+    (b'{"command": "reload", "request_id": "\\ud800"}', None),  # a lone surrogate is no text to answer with
+    (b'{"command": "reload", "args": {"bundle": "\\udfff"}, "request_id": "r-11"}', "r-11"),
 ])
 def test_a_refusal_carries_the_request_id_when_one_can_be_read(raw, rid):
     with pytest.raises(msg.CommandRefused) as refused:
@@ -218,7 +220,8 @@ def test_a_refusal_carries_the_request_id_when_one_can_be_read(raw, rid):
 
 
 _JSONISH = st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b",", b":", b"1", b'"a"', b"null",
-                                     b'"command"', b'"request_id"', b'"reload"', b"\xff", b" "]), max_size=400)
+                                     b'"command"', b'"request_id"', b'"reload"', b"\xff", b" ",
+                                     b'"\\ud800"']), max_size=400)
 
 
 @settings(max_examples=150, deadline=None)
@@ -226,6 +229,13 @@ _JSONISH = st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b",", 
                  st.integers(0, 3000).map(lambda n: b"[" * n), st.text(max_size=300)))
 def test_parse_command_on_arbitrary_bytes_raises_only_command_refused(raw):
     try:
-        msg.parse_command(raw)
+        command = msg.parse_command(raw)
     except msg.CommandRefused as e:
         assert str(e)
+    else:  # whatever is accepted can be answered
+        msg.command_response(IDENTITY, request_id=command.request_id, command=command.command, status="ok").to_bytes()
+
+
+def test_a_command_is_bytes_or_text():
+    with pytest.raises(msg.CommandRefused, match="not int"):
+        msg.parse_command(10**9)

@@ -26,6 +26,8 @@ def dispatcher():
             raise RuntimeError("handler bug")
         if cmd.args.get("bundle") == "unjsonable":
             return {"value": object()}
+        if cmd.args.get("bundle") == "surrogate":
+            return msg.CommandReply("ok", "loaded \udc80")
         return {"ran": cmd.command}
 
     def publish(topic: str, body: bytes, correlation: bytes | None) -> None:
@@ -92,6 +94,8 @@ def test_a_failing_handler_and_an_unpublishable_result_are_answered_as_errors(di
     assert answer["status"] == "error" and answer["message"] == "internal error: RuntimeError: handler bug"
     answer = send(d, answers, b'{"command": "reload", "args": {"bundle": "unjsonable"}, "request_id": "b-2"}')
     assert answer["status"] == "error" and answer["request_id"] == "b-2" and "not publishable" in answer["message"]
+    answer = send(d, answers, b'{"command": "reload", "args": {"bundle": "surrogate"}, "request_id": "b-3"}')
+    assert answer["status"] == "error" and answer["request_id"] == "b-3" and "not publishable" in answer["message"]
     assert "handler bug" in caplog.text
     no_traceback(caplog)
 
