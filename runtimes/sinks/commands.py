@@ -4,11 +4,14 @@ Commands run one at a time on a worker thread of their own, never on the MQTT ne
 thread (a slow handler there would stall PUBACKs). Every command gets exactly one answer
 per delivery: "rejected" if it is malformed, else what the handler returns. QoS 1 may
 deliver a command twice; a request_id seen recently is answered again from memory without
-running the handler a second time. Payloads over ``messages.MAX_COMMAND_BYTES`` or nested
-deeper than ``messages.MAX_COMMAND_DEPTH`` are refused before any JSON parsing; anything
-that goes wrong while parsing or running a command is answered ("rejected" or "error", with
-the reason) and logged in one line, so the requester never waits on silence. With MQTT 5, a ResponseTopic/CorrelationData on the
+running the handler a second time. With MQTT 5, a ResponseTopic/CorrelationData on the
 command is honoured; otherwise answers go to ``<machine>/command/response``.
+
+Payloads over ``messages.MAX_COMMAND_BYTES`` or nested deeper than
+``messages.MAX_COMMAND_DEPTH`` are refused before any JSON parsing. Anything that goes wrong
+while parsing, running or answering a command is answered ("rejected" or "error", with the
+reason) and logged in one line (the traceback only at DEBUG), so the requester never waits
+on silence; ``refused`` counts the "rejected" answers for the health report.
 """
 from __future__ import annotations
 
