@@ -128,7 +128,8 @@ class DeviceProgram:
         # events the outbox could not store (handed over without waiting, e.g. a full disk)
         fields.setdefault("extra", {})["outbox_store_failed"] = getattr(stats, "store_failed", 0)
         return msg.health_payload(self.identity, uptime_s=time.time() - self._started,
-                                  outbox_depth=stats.outbox_depth, mqtt_reconnects=stats.reconnects, **fields)
+                                  outbox_depth=stats.outbox_depth, mqtt_reconnects=stats.reconnects,
+                                  commands_refused=getattr(stats, "commands_refused", None), **fields)
 
     def watch(self) -> None:
         """Checked on the reporter thread about once a second; subclasses detect failures here."""

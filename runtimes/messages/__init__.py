@@ -20,7 +20,10 @@ from factoryedge.runtimes.messages.commands import (
     COMMAND_EXAMPLE,
     COMMAND_RESPONSE,
     COMMANDS,
+    MAX_COMMAND_BYTES,
+    MAX_COMMAND_DEPTH,
     Command,
+    CommandRefused,
     CommandReply,
     CommandResponse,
     command_response,
@@ -81,8 +84,10 @@ def parse_payload(data: bytes | str) -> Payload:
 
 __all__ = [
     "ANOMALY", "BY_SCHEMA", "COMMAND", "COMMANDS", "COMMAND_EXAMPLE", "COMMAND_RESPONSE", "DECISION", "HEALTH",
-    "MAX_PART_ID", "REASONS", "RECEIVED", "STATUS", "TELEMETRY", "TRIGGER_ERROR", "AnomalyPayload", "Command",
-    "CommandReply", "CommandResponse", "DecisionPayload", "HealthPayload", "Identity", "Payload", "SegmentError",
+    "MAX_COMMAND_BYTES", "MAX_COMMAND_DEPTH", "MAX_PART_ID", "REASONS", "RECEIVED", "STATUS", "TELEMETRY",
+    "TRIGGER_ERROR", "AnomalyPayload", "Command",
+    "CommandRefused", "CommandReply", "CommandResponse", "DecisionPayload", "HealthPayload", "Identity", "Payload",
+    "SegmentError",
     "Severity", "StatusPayload", "TelemetryPayload", "Topics", "TriggerErrorPayload", "anomaly_from_event",
     "anomaly_payload", "check_part_id", "check_segment", "command_response", "decision_payload", "health_payload",
     "iso_utc", "parse_command", "parse_decision", "parse_payload", "parse_trigger", "request_id_of",

@@ -1,6 +1,8 @@
 """Commands a plant system sends a device, and the device's answers."""
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -14,6 +16,22 @@ COMMAND = "factoryedge.command/1"
 COMMAND_RESPONSE = "factoryedge.command_response/1"
 COMMANDS = ("recalibrate", "reload", "set_threshold")
 COMMAND_EXAMPLE = '{"command": "set_threshold", "args": {"threshold": 4.2}, "request_id": "r-17"}'
+# Checked on the raw bytes before any JSON parsing: a valid command is a few hundred bytes
+# and three levels deep, and Python's json recurses once per level (100,000 "[" would end
+# in a RecursionError on the command thread).
+MAX_COMMAND_BYTES = 64 * 1024
+MAX_COMMAND_DEPTH = 32
+_STRUCTURE = re.compile(r'[\\"\[\]{}]')
+# a request_id a refused payload may still carry, so the refusal can be matched to its request
+_REQUEST_ID = re.compile(r'"request_id"\s*:\s*(?:"((?:[^"\\]|\\.){0,128})"|(-?\d{1,20})\b)')
+
+
+class CommandRefused(ConfigError):
+    """A command payload the device will not run; ``request_id`` is its id when one could be read."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class _Args(BaseModel):
@@ -46,8 +64,85 @@ class Command:
 
 
 def parse_command(data: bytes | str) -> Command:
-    """Parse a command message; raises ConfigError saying what was wrong and what is valid."""
-    obj = json_object(data, "command", COMMAND_EXAMPLE)
+    """Parse a command message; raises CommandRefused (a ConfigError) saying what was wrong and what is valid.
+
+    The payload is bounded before it is parsed: at most ``MAX_COMMAND_BYTES`` bytes of
+    UTF-8 and ``MAX_COMMAND_DEPTH`` levels of nested arrays and objects.
+    """
+    text = bounded_command_text(data)
+    try:
+        obj = json_object(text, "command", COMMAND_EXAMPLE)
+    except ConfigError as e:
+        raise CommandRefused(str(e)) from None
+    rid = None
+    try:
+        rid = request_id_of(obj)
+        return _checked(obj, rid)
+    except ConfigError as e:
+        raise CommandRefused(str(e), rid) from None
+
+
+def bounded_command_text(data: bytes | str) -> str:
+    """The payload as text if it is within the size and nesting limits, else CommandRefused.
+
+    One linear pass (a regex jumping between brackets, quotes and backslashes) counts the
+    nesting depth outside JSON strings, so no parser ever sees a payload that could exhaust
+    its recursion; brackets inside strings do not count.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview, str)):
+        raise CommandRefused(f"a command is bytes or text, not {type(data).__name__}")
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if len(raw) > MAX_COMMAND_BYTES:
+        raise CommandRefused(f"command of {len(raw)} bytes refused: at most {MAX_COMMAND_BYTES} bytes are accepted",
+                             _scan_request_id(raw[:MAX_COMMAND_BYTES]))
+    if isinstance(data, str):
+        text = data
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CommandRefused(f"command {raw[:200]!r} is not valid UTF-8 JSON ({e}); e.g. {COMMAND_EXAMPLE}") from None
+    depth, in_string, escaped_at = 0, False, -1
+    for m in _STRUCTURE.finditer(text):
+        c, at = m.group(), m.start()
+        if in_string:
+            if at == escaped_at:
+                continue
+            if c == "\\":
+                escaped_at = at + 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_COMMAND_DEPTH:
+                raise CommandRefused(f"command nested deeper than {MAX_COMMAND_DEPTH} levels of arrays and objects "
+                                     f"refused; e.g. {COMMAND_EXAMPLE}", _scan_request_id(raw))
+        elif c in "]}":
+            depth -= 1
+            if depth < 0:
+                break  # a closing bracket without an opening one: the parser stops (and fails) here
+    return text
+
+
+def _scan_request_id(raw: bytes) -> str | None:
+    """The request_id of a payload too large or deep to parse, if it names exactly one."""
+    found = _REQUEST_ID.findall(raw.decode("utf-8", "replace"))
+    if len(found) != 1:
+        return None
+    quoted, number = found[0]
+    if number:
+        return number
+    try:
+        return json.loads(f'"{quoted}"')  # a flat string literal: no recursion
+    except ValueError:
+        return None
+
+
+def _checked(obj: dict[str, Any], request_id: str | None) -> Command:
+    if not _encodable(json.dumps(obj, ensure_ascii=False)):  # depth is bounded: no deep recursion here
+        raise ConfigError("command contains a lone UTF-16 surrogate escape (e.g. \"\\ud800\"), which is not text")
     schema = obj.pop("schema", COMMAND)
     if schema != COMMAND:
         raise ConfigError(f"command schema {schema!r} is not supported; this device speaks {COMMAND!r}")
@@ -57,7 +152,6 @@ def parse_command(data: bytes | str) -> Command:
     name = obj.get("command")
     if name not in _ARGS:
         raise ConfigError(f"unknown command {name!r}; valid commands: {', '.join(COMMANDS)}; e.g. {COMMAND_EXAMPLE}")
-    request_id = request_id_of(obj)
     args = obj.get("args") or {}
     if not isinstance(args, dict):
         raise ConfigError(f"command {name!r}: args must be a JSON object, got {args!r}")
@@ -75,9 +169,18 @@ def request_id_of(obj: Any) -> str | None:
     rid = obj.get("request_id")
     if rid is None:
         return None
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or len(str(rid)) > 128:
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or len(str(rid)) > 128 or not _encodable(str(rid)):
         raise ConfigError(f"request_id {rid!r} must be a string or integer of at most 128 characters")
     return str(rid)
+
+
+def _encodable(text: str) -> bool:
+    """False for text with a lone surrogate (JSON allows "\\ud800"; UTF-8 cannot carry it back)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

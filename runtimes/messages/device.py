@@ -29,6 +29,8 @@ class HealthPayload(Payload):
     cpu_count: int | None = None
     outbox_depth: int | None = None
     mqtt_reconnects: int | None = None
+    commands_refused: int | None = Field(None, ge=0)
+    source_stats: dict[str, int] | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -200,6 +200,9 @@ class ConditionMonitor(DeviceProgram):
                    "baselining": self._baselining},
         )
         last.update(samples=c.samples, windows=c.windows, t=now)
+        stats = getattr(self.source, "stats", None)  # read here, not from blocks: garbage yields no block
+        if isinstance(stats, dict):
+            fields["source_stats"] = {k: int(v) for k, v in stats.items()}
         return fields
 
     # -- commands ------------------------------------------------------------------------

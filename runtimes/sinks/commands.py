@@ -6,10 +6,15 @@ per delivery: "rejected" if it is malformed, else what the handler returns. QoS 
 deliver a command twice; a request_id seen recently is answered again from memory without
 running the handler a second time. With MQTT 5, a ResponseTopic/CorrelationData on the
 command is honoured; otherwise answers go to ``<machine>/command/response``.
+
+Payloads over ``messages.MAX_COMMAND_BYTES`` or nested deeper than
+``messages.MAX_COMMAND_DEPTH`` are refused before any JSON parsing. Anything that goes wrong
+while parsing, running or answering a command is answered ("rejected" or "error", with the
+reason) and logged in one line (the traceback only at DEBUG), so the requester never waits
+on silence; ``refused`` counts the "rejected" answers for the health report.
 """
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -26,6 +31,15 @@ CommandCallback = Callable[[msg.Command], "msg.CommandReply | dict | None"]
 # publish(topic, body, correlation_data or None)
 Publish = Callable[[str, bytes, "bytes | None"], None]
 _RECENT_REQUESTS = 256
+MAX_MESSAGE = 1024  # an answer quotes at most this much (a refused payload can be 64 KiB)
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class CommandDispatcher:
@@ -39,6 +53,7 @@ class CommandDispatcher:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._answers: OrderedDict[str, bytes] = OrderedDict()
         self.received = 0
+        self.refused = 0  # answered "rejected": malformed, over the limits, unknown, or refused by the handler
         self._thread = threading.Thread(target=self._loop, name="factoryedge-mqtt-commands", daemon=True)
         self._thread.start()
 
@@ -54,49 +69,75 @@ class CommandDispatcher:
         while (message := self._queue.get()) is not None:
             try:
                 self.handle(message.payload, getattr(message, "properties", None))
-            except Exception:  # noqa: BLE001 - one bad command must not end command handling
-                log.exception("mqtt command handling failed topic=%s", getattr(message, "topic", "?"))
+            except Exception as e:  # noqa: BLE001 - last resort: handle() answers everything it can
+                log.error("mqtt command handling failed: %s: %s", type(e).__name__, _short(str(e)))
 
     def handle(self, payload: bytes, properties: Any = None) -> None:
-        """Parse, run and answer one command message."""
+        """Parse, run and answer one command message; never raises, always answers (if it can publish)."""
         self.received += 1
         topic, correlation = self.topics.command_response, None
-        if properties is not None and getattr(properties, "ResponseTopic", None):
-            topic = properties.ResponseTopic
-            correlation = getattr(properties, "CorrelationData", None)
+        try:
+            if properties is not None and getattr(properties, "ResponseTopic", None):
+                topic = properties.ResponseTopic
+                correlation = getattr(properties, "CorrelationData", None)
+        except Exception as e:  # noqa: BLE001 - odd MQTT 5 properties still get an answer on the default topic
+            log.warning("mqtt command properties unreadable (%s: %s); answering on %s", type(e).__name__, e, topic)
         rid, name = None, None
         try:
             try:
-                rid = msg.request_id_of(json.loads(payload))
-            except ValueError:
-                pass  # parse_command below explains what is wrong with the payload
-            command = msg.parse_command(payload)
-            name = command.command
-        except ConfigError as e:
-            log.warning("mqtt command rejected request_id=%s: %s", rid, e)
-            reply = msg.CommandReply(status="rejected", message=str(e))
-        else:
+                command = msg.parse_command(payload)
+            except msg.CommandRefused as e:
+                rid = e.request_id
+                raise
+            rid, name = command.request_id, command.command
             if rid is not None and rid in self._answers:
                 log.info("mqtt command repeated request_id=%s; answering again", rid)
                 self._publish(topic, self._answers[rid], correlation)
                 return
             log.info("mqtt command received command=%s request_id=%s args=%s", name, rid, command.args)
             reply = self._run(command)
-        body = msg.command_response(self.identity, request_id=rid, command=name, status=reply.status,
-                                   message=reply.message, result=reply.result).to_bytes()
+        except ConfigError as e:
+            log.warning("mqtt command rejected request_id=%s: %s", rid, _short(str(e)))
+            reply = msg.CommandReply(status="rejected", message=str(e))
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, the requester hears why
+            log.error("mqtt command failed request_id=%s: %s: %s", rid, type(e).__name__, _short(str(e)))
+            log.debug("mqtt command failure", exc_info=True)
+            reply = msg.CommandReply(status="error", message=f"internal error: {type(e).__name__}: {e}")
+        if reply.status == "rejected":
+            self.refused += 1
+        self._answer(topic, correlation, rid, name, reply)
+
+    def _answer(self, topic: str, correlation: bytes | None, rid: str | None, name: str | None,
+                reply: msg.CommandReply) -> None:
+        try:
+            body = msg.command_response(self.identity, request_id=rid, command=name, status=reply.status,
+                                       message=_short(reply.message, MAX_MESSAGE),
+                                       result=reply.result).to_bytes()
+        except Exception as e:  # noqa: BLE001 - e.g. a handler result that is not JSON: say so instead
+            log.error("mqtt command answer could not be built request_id=%s: %s: %s", rid, type(e).__name__,
+                      _short(str(e)))
+            body = msg.command_response(self.identity, request_id=rid, command=name, status="error",
+                                       message=_short(_ascii(f"answer not publishable: {type(e).__name__}: {e}"),
+                                                      MAX_MESSAGE)).to_bytes()
         if rid is not None and reply.status != "rejected":
             self._answers[rid] = body
             while len(self._answers) > _RECENT_REQUESTS:
                 self._answers.popitem(last=False)
-        self._publish(topic, body, correlation)
+        try:
+            self._publish(topic, body, correlation)
+        except Exception as e:  # noqa: BLE001 - e.g. an invalid ResponseTopic: the command thread goes on
+            log.error("mqtt command answer not published request_id=%s topic=%r: %s: %s", rid, _short(str(topic)),
+                      type(e).__name__, _short(str(e)))
 
     def _run(self, command: msg.Command) -> msg.CommandReply:
         try:
             out = self.callback(command)
         except (FactoryEdgeError, ValueError) as e:
             return msg.CommandReply(status="error", message=str(e))
-        except Exception as e:  # noqa: BLE001 - reported to the requester and logged with traceback
-            log.exception("mqtt command handler failed command=%s", command.command)
+        except Exception as e:  # noqa: BLE001 - reported to the requester; the traceback only at DEBUG
+            log.error("mqtt command handler failed command=%s: %s: %s", command.command, type(e).__name__,
+                      _short(str(e)))
+            log.debug("mqtt command handler failure", exc_info=True)
             return msg.CommandReply(status="error", message=f"internal error: {e.__class__.__name__}: {e}")
         if out is None:
             return msg.CommandReply(status="ok")

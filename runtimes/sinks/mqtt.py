@@ -61,6 +61,7 @@ class SinkStats:
     outbox_depth: int
     outbox_over_limit: int
     store_failed: int = 0  # events handed over with wait=False that the outbox could not store
+    commands_refused: int = 0  # commands answered "rejected" (malformed, over the limits, unknown, refused)
 
 
 class MqttSink:
@@ -184,7 +185,8 @@ class MqttSink:
                          telemetry_dropped=c["telemetry_dropped"],
                          commands=self._dispatcher.received if self._dispatcher else 0,
                          outbox_depth=self._final_depth if closed else self.outbox.depth(),
-                         outbox_over_limit=self.outbox.over_limit, store_failed=self._writer.failed)
+                         outbox_over_limit=self.outbox.over_limit, store_failed=self._writer.failed,
+                         commands_refused=self._dispatcher.refused if self._dispatcher else 0)
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._progress:

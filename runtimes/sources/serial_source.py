@@ -21,11 +21,18 @@ from factoryedge.runtimes.contracts import UriPlugin
 from factoryedge.runtimes.options import as_bool, as_choice, as_float, as_int, as_scale, parse_options, split_uri
 from factoryedge.runtimes.serial_port import PortLost, SerialPort, import_serial
 from factoryedge.runtimes.sources.base import SampleBlock
-from factoryedge.runtimes.sources.wire import CsvLineDecoder, Fe1Decoder, Frame
+from factoryedge.runtimes.sources.wire import HEADER_SIZE, CsvLineDecoder, Fe1Decoder, Frame
 
 log = logging.getLogger(__name__)
 
 _import_serial = import_serial  # the devkit's sensor node imports it from here
+
+# Decoder counters that mean bytes from the sensor were lost or unusable, as the warning names them.
+TROUBLE = {
+    "crc_errors": "CRC errors", "header_errors": "bad frame headers", "resyncs": "resyncs",
+    "malformed_lines": "malformed lines", "dropped_frames": "dropped frames", "truncated": "truncated frames",
+    "seq_restarts": "sequence restarts", "bytes_discarded": "bytes discarded",
+}
 
 OPTIONS = {
     "rate": as_float(0.0, 25600.0),
@@ -60,6 +67,10 @@ class SerialSource(UriPlugin):
 
     RATE_BEFORE_OPEN = True
     OPTIONS = OPTIONS
+    # At most one WARNING per interval, the first one interval after the port opened: a
+    # summary of the ``TROUBLE`` counters' increase, logged from the read loop, so a stream
+    # of pure garbage (no frame, no block) is reported too.
+    WARN_INTERVAL_S = 30.0
 
     def __init__(
         self,
@@ -107,6 +118,9 @@ class SerialSource(UriPlugin):
         self._decoder = (Fe1Decoder(self.sample_rate or None) if self.format == "fe1"
                          else CsvLineDecoder(self.channels, skip_first_line=True))
         self._gap_pending = False
+        self._warned = self._decoder.stats.snapshot()
+        self._warned_at = self._warn_due = 0.0
+        self._synced = False
 
     @classmethod
     def from_uri(cls, uri: str, **overrides: Any) -> SerialSource:
@@ -156,6 +170,8 @@ class SerialSource(UriPlugin):
         if self._port.closed:
             raise SourceError(f"serial source {self.port!r} is closed; create a new source to read again")
         self._port.open(wait=self.wait)
+        self._warned_at = time.monotonic()
+        self._warn_due = self._warned_at + self.WARN_INTERVAL_S
         log.info("serial port %s open at %d baud, format %s", self.port, self.baud, self.format)
         return self
 
@@ -188,8 +204,40 @@ class SerialSource(UriPlugin):
             if data:
                 t_mono, t_wall = time.monotonic(), time.time()
                 frames = self._decoder.feed(data)
+                if frames and not self._synced:
+                    self._first_frames(frames[0])
+                self._warn_if_troubled(t_mono)
                 if frames:
                     yield from self._to_blocks(frames, t_mono, t_wall)
+            else:
+                self._warn_if_troubled(time.monotonic())
+
+    def _first_frames(self, frame: Frame) -> None:
+        """Joining a running stream mid-frame (or mid-line) is not trouble: leave it out of the warnings."""
+        self._synced = True
+        st = self._decoder.stats
+        if self.format == "fe1":
+            allowance = frame.samples.nbytes + HEADER_SIZE + 8 + 4  # one frame: header, timestamp, payload, CRC
+        else:
+            allowance = self._decoder.max_line + 1
+        if (st.crc_errors, st.header_errors, st.malformed_lines) == (0, 0, 0) and st.resyncs <= 1 \
+                and st.bytes_discarded <= allowance:
+            self._warned.resyncs, self._warned.bytes_discarded = st.resyncs, st.bytes_discarded
+
+    def _warn_if_troubled(self, now: float) -> None:
+        """Log one WARNING summarising the decoder's trouble since the last one, at most once per interval."""
+        if now < self._warn_due:
+            return
+        self._warn_due = now + self.WARN_INTERVAL_S
+        current, last = self._decoder.stats.snapshot(), self._warned
+        increase = {name: getattr(current, name) - getattr(last, name) for name in TROUBLE}
+        if not any(v > 0 for v in increase.values()):
+            return
+        summary = ", ".join(f"{n} {TROUBLE[name]}" for name, n in increase.items() if n > 0)
+        log.warning("serial %s: %s in the last %.0f s (%d good %s; format %s, %d baud)", self.port, summary,
+                    now - self._warned_at, current.frames_ok - last.frames_ok,
+                    "frames" if self.format == "fe1" else "lines", self.format, self.baud)
+        self._warned, self._warned_at = current, now
 
     def _to_blocks(self, frames: list[Frame], t_mono: float, t_wall: float) -> Iterator[SampleBlock]:
         # one block per run of frames without loss or burst start, so a gap always starts a block

@@ -167,3 +167,75 @@ def test_command_response_payload():
                                        message="loading", result={"bundle": "x"}).to_bytes())
     assert r["schema"] == "factoryedge.command_response/1"
     assert (r["request_id"], r["command"], r["status"], r["result"]) == ("r-1", "reload", "accepted", {"bundle": "x"})
+
+
+# -- command limits: checked on the raw bytes before any JSON parsing -------------------------
+
+def _nested(depth: int) -> bytes:
+    return b'{"command": "set_threshold", "args": {"threshold": 9, "pad": ' + b"[" * depth + b"]" * depth + b"}}"
+
+
+def test_a_command_nested_to_the_limit_is_parsed_and_one_deeper_is_refused():
+    # the payload's own object and "args" are two levels, so pad may add MAX - 2: parsed, then its
+    # arguments are checked (and "pad" is not one)
+    with pytest.raises(msg.CommandRefused, match="pad: Extra inputs are not permitted"):
+        msg.parse_command(_nested(msg.MAX_COMMAND_DEPTH - 2))
+    with pytest.raises(msg.CommandRefused, match=f"nested deeper than {msg.MAX_COMMAND_DEPTH} levels"):
+        msg.parse_command(_nested(msg.MAX_COMMAND_DEPTH - 1))
+
+
+@pytest.mark.parametrize("raw, match", [
+    (b"[" * 100_000, "command of 100000 bytes refused: at most 65536 bytes"),
+    (b"[" * 60_000, "nested deeper than 32 levels"),
+    (b"{" * 60_000, "nested deeper than 32 levels"),
+    ("[" * 60_000, "nested deeper than 32 levels"),
+    (b'{"command": "reload", "args": {"bundle": "' + b"x" * 70_000 + b'"}}', "at most 65536 bytes"),
+])
+def test_oversized_and_deeply_nested_commands_are_refused_before_parsing(raw, match):
+    with pytest.raises(msg.CommandRefused, match=match):
+        msg.parse_command(raw)
+
+
+def test_brackets_inside_strings_and_escaped_quotes_do_not_count_as_nesting():
+    bundle = '[{' * 200 + '\\"[[[\\\\'
+    raw = json.dumps({"command": "reload", "args": {"bundle": bundle}, "request_id": "s-1"}).encode()
+    assert msg.parse_command(raw) == msg.Command("reload", {"bundle": bundle}, "s-1")
+
+
+@pytest.mark.parametrize("raw, rid", [
+    (b'{"request_id": "deep-1", "command": "reload", "x": ' + b"[" * 5_000 + b"}", "deep-1"),
+    (b'{"command": "reload", "request_id": 42, "pad": "' + b"y" * 70_000 + b'"}', "42"),
+    (b'{"request_id": "a\\"b", "pad": ' + b"[" * 40, 'a"b'),
+    (b'{"request_id": "one", "x": {"request_id": "two"}, "pad": ' + b"[" * 40, None),  # ambiguous: none
+    (b'{"command": "explode", "request_id": "r-9"}', "r-9"),
+    (b'{"command": "reload", "extra": 1, "request_id": "r-10"}', "r-10"),
+    (b"{not json", None),
+    (b'{"command": "reload", "request_id": "\\ud800"}', None),  # a lone surrogate is no text to answer with
+    (b'{"command": "reload", "args": {"bundle": "\\udfff"}, "request_id": "r-11"}', "r-11"),
+])
+def test_a_refusal_carries_the_request_id_when_one_can_be_read(raw, rid):
+    with pytest.raises(msg.CommandRefused) as refused:
+        msg.parse_command(raw)
+    assert refused.value.request_id == rid
+
+
+_JSONISH = st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b",", b":", b"1", b'"a"', b"null",
+                                     b'"command"', b'"request_id"', b'"reload"', b"\xff", b" ",
+                                     b'"\\ud800"']), max_size=400)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.binary(max_size=2000), _JSONISH.map(b"".join),
+                 st.integers(0, 3000).map(lambda n: b"[" * n), st.text(max_size=300)))
+def test_parse_command_on_arbitrary_bytes_raises_only_command_refused(raw):
+    try:
+        command = msg.parse_command(raw)
+    except msg.CommandRefused as e:
+        assert str(e)
+    else:  # whatever is accepted can be answered
+        msg.command_response(IDENTITY, request_id=command.request_id, command=command.command, status="ok").to_bytes()
+
+
+def test_a_command_is_bytes_or_text():
+    with pytest.raises(msg.CommandRefused, match="not int"):
+        msg.parse_command(10**9)
