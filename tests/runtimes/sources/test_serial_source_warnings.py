@@ -75,9 +75,14 @@ def test_warnings_are_rate_limited(pty, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     monkeypatch.setattr(SerialSource, "WARN_INTERVAL_S", 3600.0)
     with SerialSource(pty.path, channels=2) as src:
-        src._warn_due = 0.0  # as if the first interval after opening had passed
         reader = Reader(src)
-        for k in range(5):
+        pty.write(half_corrupted(20, seq0=0))
+        assert poll(lambda: src.stats["crc_errors"] >= 10, 10), src.stats
+        # as if the first interval after opening had passed, with trouble to report: set only
+        # now, or a read that times out before the first bytes arrive would use up the check
+        src._warn_due = 0.0
+        assert poll(lambda: len(warnings_of(caplog)) == 1, 10), caplog.text
+        for k in range(1, 5):
             pty.write(half_corrupted(20, seq0=20 * k))
             assert poll(lambda k=k: src.stats["crc_errors"] >= 10 * (k + 1), 10), src.stats
         reader.stop()
