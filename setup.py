@@ -70,7 +70,9 @@ setup(
     ],
     package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "*/*.md", "*/*.yaml", "*/*.rules", "*/*.service",
                                                   "*/*.conf"]},
-    install_requires=["numpy>=1.24", "scipy>=1.10", "pydantic>=2.5", "PyYAML>=6.0"],
+    install_requires=["numpy>=1.24", "scipy>=1.10", "pydantic>=2.5", "PyYAML>=6.0",
+                      # Ed25519 bundle signatures: signed on the workstation, verified on the device
+                      "cryptography>=42"],
     extras_require={
         "device": DEVICE,
         "camera": CAMERA,

@@ -19,6 +19,7 @@ from factoryedge.errors import ConfigError
 from factoryedge.runtimes import registry
 from factoryedge.runtimes.inspection.config import InspectionConfig
 from factoryedge.runtimes.messages import Identity
+from factoryedge.signing import PublicKey, load_public_keys
 
 
 class _Section(BaseModel):
@@ -38,11 +39,20 @@ class SensorConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Which bundle to run, on which backend, in batches of how many inputs."""
+    """Which bundle to run, on which backend, in batches of how many inputs, signed by whom."""
 
     bundle: Path
     backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     batch: int = Field(8, ge=1, le=1024, description="windows per inference call")
+    trusted_keys: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (.pub from 'factoryedge keygen'); when given, a bundle runs only if "
+        "signed by one of them and unchanged since (at start, --check and reload)",
+    )
+
+    def trusted(self) -> list[PublicKey]:
+        """The trusted keys, read afresh (a reload honours a key file replaced meanwhile)."""
+        return load_public_keys(self.trusted_keys)
 
 
 class BaselineConfig(_Section):
@@ -177,6 +187,12 @@ def load_profile(path: str | Path) -> DeviceProfile | InspectionProfile:
         raise ConfigError(f"{p}: {e}") from None
     base = p.resolve().parent
     profile.model.bundle = _relative_to(base, profile.model.bundle)
+    profile.model.trusted_keys = [_relative_to(base, k) for k in profile.model.trusted_keys]
+    for i, key in enumerate(profile.model.trusted_keys):
+        try:
+            load_public_keys([key])
+        except ConfigError as e:
+            raise ConfigError(f"{p}: model.trusted_keys.{i}: {e}") from None
     profile.mqtt.outbox = _relative_to(base, profile.mqtt.outbox)
     if isinstance(profile, InspectionProfile):
         archive = profile.inspection.archive

@@ -3,7 +3,9 @@
 A bundle is a directory with ``manifest.json``, ``model.onnx``, optional ``golden.npz`` and
 baseline, and ``engines/``; it may be packed into one ``.febundle`` file (a tar archive).
 Loading checks the schema version, the manifest's structure and the sha256 of every
-artefact, and fails with a ``BundleError`` that names the file and what is wrong.
+artefact, and fails with a ``BundleError`` that names the file and what is wrong. Given
+trusted keys, it first checks the detached signature ``manifest.sig`` over ``manifest.json``
+(``factoryedge.signing``), which the artefact hashes extend to the whole bundle.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,15 @@ from pydantic import ValidationError
 
 from factoryedge.errors import BundleError
 from factoryedge.manifest import SCHEMA_VERSION, Manifest
+from factoryedge.signing import (
+    SIGNATURE_FILE,
+    PublicKey,
+    Signature,
+    read_signature,
+    require_trusted,
+    sign_directory,
+    signature_matches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +97,10 @@ def write_bundle(directory: str | Path, manifest: Manifest, files: dict[str, Pat
 
     The bundle is assembled in a sibling temporary directory and renamed into place, so a
     crash never leaves a half-written bundle under the final name. An existing bundle at
-    ``directory`` is replaced.
+    ``directory`` is replaced, its signature with it: a new manifest needs a new signature.
     """
     target = Path(directory)
+    was_signed = (target / SIGNATURE_FILE).is_file()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -113,6 +126,8 @@ def write_bundle(directory: str | Path, manifest: Manifest, files: dict[str, Pat
         shutil.rmtree(staging, ignore_errors=True)
         raise
     log.info("wrote bundle %s (%s %s)", target, final.name, final.version)
+    if was_signed:
+        log.warning("bundle %s was signed; the new bundle is not: sign it again with 'factoryedge sign'", target)
     return Bundle(target, final)
 
 
@@ -125,9 +140,13 @@ def _referenced_files(m: Manifest) -> list[str]:
     return files
 
 
-def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Read a bundle directory or packed ``.febundle`` file, verifying schema and hashes."""
-    p = Path(path)
+def load_bundle(path: str | Path, verify: bool = True, trusted_keys: Sequence[PublicKey] | None = None) -> Bundle:
+    """Read a bundle directory or packed ``.febundle`` file, verifying schema and hashes.
+
+    With ``trusted_keys`` (non-empty), the bundle must also carry a signature by one of them
+    that matches its ``manifest.json``, checked before anything in the manifest is used.
+    """
+    p = given = Path(path)
     if not p.exists():
         raise BundleError(f"model bundle {p} does not exist; give a bundle directory or a {PACKED_SUFFIX} file")
     if p.is_file():
@@ -135,6 +154,8 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     manifest_path = p / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{p} is not a model bundle: it has no {MANIFEST}")
+    if trusted_keys:
+        require_trusted(p, trusted_keys, label=given)
     try:
         raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -185,13 +206,51 @@ def verify_bundle(bundle: Bundle) -> None:
 
 
 def pack_bundle(directory: str | Path, output: str | Path | None = None) -> Path:
-    """Pack a verified bundle directory into one ``.febundle`` file for copying to devices."""
+    """Pack a verified bundle directory into one ``.febundle`` file for copying to devices.
+
+    The signature travels in the file; a stale one (the manifest changed after signing) is
+    refused rather than shipped, since every device that trusts the key would refuse it.
+    """
     bundle = load_bundle(directory)
+    sig = read_signature(bundle.path)
+    if sig is not None and not signature_matches(bundle.path, sig):
+        raise BundleError(f"bundle {bundle.path}: {MANIFEST} changed after it was signed by {sig.fingerprint}; "
+                          f"sign it again ('factoryedge sign {bundle.path} --key KEY') or delete {SIGNATURE_FILE}")
     out = Path(output) if output else bundle.path.with_suffix(PACKED_SUFFIX)
     with tarfile.open(out, "w") as tar:
         for item in sorted(bundle.path.rglob("*")):
             tar.add(item, arcname=str(item.relative_to(bundle.path)), recursive=False)
     return out
+
+
+def sign_bundle(path: str | Path, private_key) -> Signature:
+    """Verify a bundle (directory or packed file), then write its ``manifest.sig`` with ``private_key``.
+
+    A packed file is signed inside: unpacked next to itself, signed, repacked and renamed
+    over the original, so a crash leaves the old file whole. An existing signature is replaced.
+    """
+    p = Path(path)
+    if not p.is_file():
+        bundle = load_bundle(p)
+        return sign_directory(bundle.path, private_key)
+    if not tarfile.is_tarfile(p):
+        raise BundleError(f"{p} is neither a bundle directory nor a packed {PACKED_SUFFIX} bundle")
+    with tempfile.TemporaryDirectory(prefix=f".{p.name}.", dir=p.parent) as tmp:
+        unpacked = Path(tmp) / "bundle"
+        _extract(p, unpacked)
+        bundle = load_bundle(unpacked)
+        sig = sign_directory(bundle.path, private_key)
+        os.replace(pack_bundle(unpacked, Path(tmp) / p.name), p)
+    return sig
+
+
+def _extract(file: Path, dest: Path) -> None:
+    try:
+        with tarfile.open(file) as tar:
+            # The "data" filter refuses absolute paths, links out of the tree and devices.
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as e:
+        raise BundleError(f"packed bundle {file} cannot be unpacked: {e}") from None
 
 
 def _unpack(file: Path) -> Path:
@@ -206,12 +265,10 @@ def _unpack(file: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=cache))
     try:
-        with tarfile.open(file) as tar:
-            # The "data" filter refuses absolute paths, links out of the tree and devices.
-            tar.extractall(staging, filter="data")
-    except (tarfile.TarError, OSError) as e:
+        _extract(file, staging)
+    except BundleError:
         shutil.rmtree(staging, ignore_errors=True)
-        raise BundleError(f"packed bundle {file} cannot be unpacked: {e}") from None
+        raise
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(staging, dest)
     return dest

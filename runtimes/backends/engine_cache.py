@@ -4,7 +4,7 @@ A TensorRT plan only runs on the TensorRT version and GPU (compute capability) t
 so an engine is cached per (ONNX sha256, TensorRT version, compute capability, precision,
 DLA core), and that key is its file name: ``engines/<key>.plan``. A cached engine that does
 not match the device is rebuilt, never loaded. Engines are stored in the bundle (and recorded
-in its manifest) when the bundle directory is writable, else under
+in its manifest) when the bundle directory is writable and unsigned, else under
 ``$FACTORYEDGE_CACHE/engines/`` (default ``~/.cache/factoryedge/engines``) with the record
 beside the plan as ``<key>.json``. Pure Python: nothing here imports TensorRT or CUDA. How
 close an engine must stay to the golden outputs is ``factoryedge.parity``'s business.
@@ -27,6 +27,7 @@ from factoryedge.bundle import MANIFEST, Bundle, format_validation_error, sha256
 from factoryedge.errors import BundleError, ConfigError
 from factoryedge.manifest import EngineRecord, Manifest
 from factoryedge.parity import ENGINE_PRECISIONS
+from factoryedge.signing import SIGNATURE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,13 @@ def _writable(directory: Path) -> bool:
 
 
 def engine_store(bundle: Bundle) -> Path:
-    """The root that new engines go under: the bundle when writable, else the user's cache."""
-    if _writable(bundle.path):
+    """The root that new engines go under: the bundle when writable, else the user's cache.
+
+    A signed bundle counts as read-only: recording an engine rewrites ``manifest.json``, which
+    would break its signature and make the next start refuse the bundle.
+    """
+    signed = (bundle.path / SIGNATURE_FILE).exists()
+    if not signed and _writable(bundle.path):
         engines = bundle.path / ENGINES
         engines.mkdir(exist_ok=True)
         if _writable(engines):
@@ -110,7 +116,8 @@ def engine_store(bundle: Bundle) -> Path:
         raise BundleError(f"nowhere to store TensorRT engines: bundle {bundle.path} is read-only and the cache "
                           f"{root / ENGINES} is not writable; set FACTORYEDGE_CACHE to a writable directory "
                           "(e.g. /var/lib/factoryedge/cache under the systemd unit)")
-    log.info("bundle %s is read-only; engines are cached under %s", bundle.path, root / ENGINES)
+    log.info("bundle %s is %s; engines are cached under %s", bundle.path,
+             "signed (its manifest stays as signed)" if signed else "read-only", root / ENGINES)
     return root
 
 

@@ -13,6 +13,7 @@ and a colour model accepts grey frames (repeated into three channels).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from factoryedge.errors import ConfigError, DataError
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor, TileLayout, bgr_to_gray, stitch
 from factoryedge.runtimes.backends.select import open_backend
 from factoryedge.scoring import ScoreRule
+from factoryedge.signing import PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +83,11 @@ class ImageModel:
         return self.rule.threshold
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto") -> ImageModel:
-        """Verify the bundle (hashes, schema) and open the backend (``auto``, ``onnxruntime``, ``tensorrt``)."""
-        bundle = load_bundle(path)
+    def load(cls, path: str | Path, backend: str = "auto",
+             trusted_keys: Sequence[PublicKey] | None = None) -> ImageModel:
+        """Verify the bundle (signature when ``trusted_keys``, hashes, schema) and open the backend
+        (``auto``, ``onnxruntime``, ``tensorrt``)."""
+        bundle = load_bundle(path, trusted_keys=trusted_keys)
         bundle.require_kind("image")
         return cls(bundle, open_backend(bundle, backend))
 

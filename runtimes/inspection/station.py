@@ -40,7 +40,7 @@ class InspectionStation(DeviceProgram):
         super().__init__(profile)
         cfg = profile.inspection
         with self.closing_on_error():
-            self.model = self.own(ImageModel.load(profile.model.bundle, profile.model.backend))
+            self.model = self.own(ImageModel.load(profile.model.bundle, profile.model.backend, profile.model.trusted()))
             self.open_sink(sink)
             self.camera = self.own(camera or open_camera(cfg.camera, **cfg.camera_options))
             self.trigger = self.own(trigger or open_trigger(cfg.trigger, self.sink))

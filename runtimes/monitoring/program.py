@@ -65,7 +65,8 @@ class ConditionMonitor(DeviceProgram):
     def __init__(self, profile: Any, source: Any = None, sink: Any = None) -> None:
         super().__init__(profile)
         with self.closing_on_error():
-            self.model = self.own(VibrationModel.load(profile.model.bundle, profile.model.backend, profile.model.batch))
+            self.model = self.own(VibrationModel.load(profile.model.bundle, profile.model.backend, profile.model.batch,
+                                                      profile.model.trusted()))
             self.debounce = Debounce(self.model.rule, profile.scoring)
             self.baseliner = self._make_baseliner()
             self.windower = self._make_windower()
@@ -233,7 +234,8 @@ class ConditionMonitor(DeviceProgram):
         path = Path(args.get("bundle") or self.profile.model.bundle)
         old = self.model
         try:
-            model = VibrationModel.load(path, self.profile.model.backend, self.profile.model.batch)
+            model = VibrationModel.load(path, self.profile.model.backend, self.profile.model.batch,
+                                        self.profile.model.trusted())
             new, cur = model.spec, old.spec
             if (new.sample_rate, tuple(new.channels)) != (cur.sample_rate, tuple(cur.channels)):
                 model.close()
@@ -241,6 +243,7 @@ class ConditionMonitor(DeviceProgram):
                     f"bundle {path} expects {new.sample_rate:g} Hz {list(new.channels)}; this sensor "
                     f"delivers {cur.sample_rate:g} Hz {list(cur.channels)}")
         except FactoryEdgeError as e:
+            log.error("reload refused, still running %s %s: %s", old.name, old.version, e)
             return msg.CommandReply("error", f"reload refused, still running {old.name} {old.version}: {e}")
         with self._lock:
             self._resources[self._resources.index(old)] = model

@@ -7,6 +7,7 @@ thread-safe: one scoring thread per model (the monitor holds its lock around it)
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from factoryedge.bundle import Bundle, load_bundle
 from factoryedge.features import make_preprocessor
 from factoryedge.runtimes.backends.select import open_backend
 from factoryedge.scoring import ScoreRule
+from factoryedge.signing import PublicKey
 
 
 class VibrationModel:
@@ -36,9 +38,11 @@ class VibrationModel:
         self._detail_output = m.score.detail_output
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", batch: int = 256) -> VibrationModel:
-        """Verify the bundle (hashes, schema, kind) and open the backend (``auto``, ``onnxruntime``, ``tensorrt``)."""
-        bundle = load_bundle(path)
+    def load(cls, path: str | Path, backend: str = "auto", batch: int = 256,
+             trusted_keys: Sequence[PublicKey] | None = None) -> VibrationModel:
+        """Verify the bundle (signature when ``trusted_keys``, hashes, schema, kind) and open the backend
+        (``auto``, ``onnxruntime``, ``tensorrt``)."""
+        bundle = load_bundle(path, trusted_keys=trusted_keys)
         bundle.require_kind("vibration")
         return cls(bundle, open_backend(bundle, backend), batch)
 

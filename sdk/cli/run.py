@@ -37,24 +37,29 @@ def _check_monitoring(args: argparse.Namespace, profile) -> int:
     from factoryedge.runtimes.monitoring.program import check_source_rate
     from factoryedge.runtimes.monitoring.vibration_model import VibrationModel
     from factoryedge.runtimes.registry import resolve
+    from factoryedge.signing import describe_signature
 
-    with VibrationModel.load(profile.model.bundle, profile.model.backend) as model:
+    trusted = profile.model.trusted()
+    with VibrationModel.load(profile.model.bundle, profile.model.backend, trusted_keys=trusted) as model:
         cls = resolve("source", profile.sensor.uri)
         rate = "checked when the source opens"
         if getattr(cls, "RATE_BEFORE_OPEN", False):  # the constructor opens nothing; the URI declares the rate
             check_source_rate(cls.from_uri(profile.sensor.uri, **profile.sensor.options), profile.sensor.uri, model)
             rate = f"{model.spec.sample_rate:g} Hz as the sensor declares"
-        print(f"profile {args.profile} is valid; bundle {model.name} {model.version} verified; sample rate {rate}")
+        print(f"profile {args.profile} is valid; bundle {model.name} {model.version} verified, "
+              f"{describe_signature(model.bundle.path, trusted)}; sample rate {rate}")
     return 0
 
 
 def _run_inspection(args: argparse.Namespace, profile) -> int:
     from factoryedge.runtimes.inspection.image_model import ImageModel
+    from factoryedge.signing import describe_signature
 
     if args.check:
-        with ImageModel.load(profile.model.bundle, profile.model.backend) as model:
-            print(f"profile {args.profile} is valid; image bundle {model.name} {model.version} verified "
-                  f"(threshold {model.threshold:.4g})")
+        trusted = profile.model.trusted()
+        with ImageModel.load(profile.model.bundle, profile.model.backend, trusted_keys=trusted) as model:
+            print(f"profile {args.profile} is valid; image bundle {model.name} {model.version} verified, "
+                  f"{describe_signature(model.bundle.path, trusted)} (threshold {model.threshold:.4g})")
         return 0
     from factoryedge.runtimes.inspection.station import InspectionStation
 

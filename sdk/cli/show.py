@@ -12,12 +12,17 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, help="bundle directory or .febundle file")
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    p.add_argument("--trusted-key", type=Path, action="append", default=[], metavar="PUB",
+                   help="refuse the bundle unless signed by this public key, as a device with model.trusted_keys "
+                        "does (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     from factoryedge.bundle import load_bundle
+    from factoryedge.signing import describe_signature, load_public_keys
 
-    bundle = load_bundle(args.bundle)
+    trusted = load_public_keys(args.trusted_key)
+    bundle = load_bundle(args.bundle, trusted_keys=trusted)
     m = bundle.manifest
     if args.json:
         print(m.model_dump_json(indent=2))
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     for d in p.data:
         lines.append(f"  data      {d.split:<12} {d.label:<8} {d.n_samples:>8} samples  {d.source}")
     lines.append(f"artefacts   {len(m.artefacts)} verified (sha256): {', '.join(m.artefacts)}")
+    lines.append(f"signature   {describe_signature(bundle.path, trusted)}")
     print("\n".join(lines))
     return 0
 

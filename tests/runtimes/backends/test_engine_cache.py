@@ -159,6 +159,20 @@ def test_a_read_only_bundle_keeps_its_engines_in_the_cache(bundle, tmp_path, mon
     assert ec.plan_path(bundle, record) == tmp_path / "cache" / record.file
 
 
+def test_a_signed_bundle_keeps_its_engines_in_the_cache_and_its_signature_valid(bundle, tmp_path):
+    from factoryedge.bundle import sign_bundle
+    from factoryedge.signing import generate_keypair, load_private_key, load_public_key
+
+    private, public, _ = generate_keypair(tmp_path / "keys")
+    sign_bundle(bundle.path, load_private_key(private))
+    before = (bundle.path / MANIFEST).read_bytes()
+    same, record = ec.record_engine(bundle, PLAN, fields(bundle))
+    assert same is bundle and (bundle.path / MANIFEST).read_bytes() == before
+    assert ec.plan_path(bundle, record) == tmp_path / "cache" / record.file
+    trusted = load_bundle(bundle.path, trusted_keys=[load_public_key(public)])  # still as signed
+    assert ec.find_engine(trusted, ORIN, "fp16") == record
+
+
 def test_timing_and_calibration_caches_are_named_for_what_they_are_valid_for(bundle, tmp_path):
     assert ec.timing_cache_path(ORIN, bundle.path) == tmp_path / "cache" / "engines" / "timing_trt10.3.0.30_sm87.cache"
     assert ec.calibration_cache_path(bundle.path, "k") == bundle.path / "engines" / "k.calib"
