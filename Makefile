@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: fuzz demo test bench clean
 
 $(VENV)/.installed: setup.py constraints/ci.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# Every parser's property test (fe1, CSV, MQTT commands, profile YAML, manifest JSON) with
+# 10,000 examples each; the suite runs a modest number of them.
+fuzz: $(VENV)/.installed
+	FACTORYEDGE_FUZZ_EXAMPLES=$${FACTORYEDGE_FUZZ_EXAMPLES:-10000} $(PY) -m pytest -m fuzz -q --durations=0 -p no:cacheprovider
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py

@@ -14,6 +14,7 @@ from factoryedge.debounce import Debounce, DebounceConfig
 from factoryedge.errors import ConfigError
 from factoryedge.runtimes import messages as msg
 from tests.runtimes.sinks.conftest import IDENTITY, TOPICS
+from tests.support.fuzz import examples
 
 COMMON = {"schema", "device_id", "site", "line", "machine", "time_utc", "time_epoch"}
 
@@ -224,7 +225,8 @@ _JSONISH = st.lists(st.sampled_from([b"[", b"]", b"{", b"}", b'"', b"\\", b",", 
                                      b'"\\ud800"']), max_size=400)
 
 
-@settings(max_examples=150, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=examples(150), deadline=None)
 @given(st.one_of(st.binary(max_size=2000), _JSONISH.map(b"".join),
                  st.integers(0, 3000).map(lambda n: b"[" * n), st.text(max_size=300)))
 def test_parse_command_on_arbitrary_bytes_raises_only_command_refused(raw):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from factoryedge.errors import ConfigError
 from factoryedge.runtimes.sources.wire import CsvLineDecoder, Frame
+from tests.support.fuzz import examples
 
 
 def feed_all(dec: CsvLineDecoder, data: bytes, chunk: int) -> list[Frame]:
@@ -83,7 +84,8 @@ bad_line = st.one_of(
 )
 
 
-@settings(max_examples=120, deadline=None)
+@pytest.mark.fuzz
+@settings(max_examples=examples(120), deadline=None)
 @given(lines=st.lists(st.one_of(good_line.map(lambda v: ("ok", v)), bad_line.map(lambda b: ("bad", b))), max_size=40),
        crlf=st.booleans(), chunk=st.integers(1, 64))
 def test_random_good_and_bad_lines(lines, crlf, chunk):
