@@ -87,7 +87,6 @@ def score_config(config: tuple, out: Path) -> dict:
     pre = make_preprocessor(spec)
     fit_cfg = FitConfig(epochs=300, patience=40, log_every=1000)
     cfg = VibrationTrainConfig(fit=fit_cfg)
-    recurrent_fit = RECURRENT_FIT
     tag = f"{int(comm_t[0])}-{int(comm_t[1])}_{window}_{features}"
     started = time.perf_counter()
 
@@ -112,7 +111,7 @@ def score_config(config: tuple, out: Path) -> dict:
             others, x, out / "curves" / tag / rec.label / "transfer")
         f = burst_features(x, burst, rec.n_bursts)
         for steps in STEPS:
-            module, _, _ = train_sequence_autoencoder(f, rec.t_s, comm, steps, recurrent_fit,
+            module, _, _ = train_sequence_autoencoder(f, rec.t_s, comm, steps, RECURRENT_FIT,
                                                       out / "curves" / tag / rec.label / f"recurrent{steps}")
             scores[f"recurrent:{steps}"] = sequence_scores(module, f, steps)[burst]
         evs.append(evaluate_run(rec.label, rec.life_s, starts, spec.window / spec.sample_rate, scores, comm,

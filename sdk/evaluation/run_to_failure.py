@@ -28,7 +28,6 @@ from factoryedge.errors import ConfigError, DataError
 from factoryedge.manifest import ThresholdRule
 from factoryedge.scoring import MIN_CALIBRATION_WINDOWS, ScoreRule, calibrate_threshold
 
-METHODS = ("model", "baseline", "recurrent", "rms_rule")
 # Defaults: the settings most often chosen leave-one-bearing-out over the six PRONOSTIA runs
 # (experiments/run_to_failure_study.py; runs/rtf-study/results.md lists each fold's choice).
 # A 30 min run-in skip and 10 min of commissioning fit before half of the shortest life
