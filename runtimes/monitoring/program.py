@@ -61,14 +61,17 @@ class ConditionMonitor(DeviceProgram):
     """
 
     name = "condition monitor"
+    kind = "condition_monitoring"
 
     def __init__(self, profile: Any, source: Any = None, sink: Any = None) -> None:
         super().__init__(profile)
         with self.closing_on_error():
             self.model = self.own(VibrationModel.load(profile.model.bundle, profile.model.backend, profile.model.batch,
                                                       profile.model.trusted()))
+            self.show_model(self.model)
             self.debounce = Debounce(self.model.rule, profile.scoring)
             self.baseliner = self._make_baseliner()
+            self.live.set_threshold(self.debounce.threshold)  # the profile's or this machine's baseline may differ
             self.windower = self._make_windower()
             self.source = source or open_source(profile.sensor.uri, **profile.sensor.options)
             if getattr(self.source, "RATE_BEFORE_OPEN", False) or getattr(self.source, "sample_rate", None):
@@ -140,7 +143,9 @@ class ConditionMonitor(DeviceProgram):
             windows, ends = self.windower.push(samples, t_last, gap=gap)
             if not len(windows):
                 return []
+            t0 = time.perf_counter()
             scores, details = self.model.score(windows)
+            self.live.add_scores(float(ends[-1]), scores, self.debounce.rule, time.perf_counter() - t0)
             starts = ends - (spec.window - 1) / spec.sample_rate
             c.windows += len(scores)
             c.last_window_end = float(ends[-1])
@@ -149,12 +154,14 @@ class ConditionMonitor(DeviceProgram):
                 state = self.baseliner.add(scores, ends)
                 if state is not None and self.profile.scoring.threshold is None:
                     self.debounce.set_threshold(state.threshold)
+                    self.live.set_threshold(state.threshold)
                 skip = self.baseliner.skipped_last  # run-in: scored, never debounced
                 scores, starts, ends = scores[skip:], starts[skip:], ends[skip:]
                 details = None if details is None else details[skip:]
             events = self.debounce.update(scores, starts, ends)
             for ev in events:
                 self._publish_event(ev, scores, details)
+            self.live.set_state(self.debounce.active)
             return events
 
     def _publish_event(self, ev, scores: np.ndarray, details: np.ndarray | None) -> None:
@@ -169,6 +176,7 @@ class ConditionMonitor(DeviceProgram):
         # Handed to the sink's writer thread: scoring does not wait for the disk. The writer
         # commits it (and logs and counts a failure) within about one fsync.
         self.sink.publish_event(self.sink.topics.anomaly, payload, wait=False)
+        self.live.add_event(payload)
         self.counters.events += 1
         log.warning("anomaly %s severity=%s score=%.4g threshold=%.4g event_id=%s", ev.kind, ev.severity,
                     ev.score, ev.threshold, ev.event_id)
@@ -215,6 +223,7 @@ class ConditionMonitor(DeviceProgram):
         with self._lock:
             old = self.debounce.threshold
             self.debounce.set_threshold(args["threshold"])
+        self.live.set_threshold(args["threshold"])
         log.info("threshold changed by command from %.4g to %.4g", old, args["threshold"])
         return msg.CommandReply("ok", f"threshold {old:.6g} -> {args['threshold']:.6g}",
                                 {"old": old, "new": args["threshold"]})
@@ -255,6 +264,8 @@ class ConditionMonitor(DeviceProgram):
             if self.baseliner is not None:
                 self.baseliner = self._make_baseliner()
         old.close()  # TensorRT holds GPU memory until closed
+        self.show_model(model)
+        self.live.set_threshold(self.debounce.threshold)
         log.info("reloaded bundle %s: %s %s", path, model.name, model.version)
         return msg.CommandReply("ok", f"running {model.name} {model.version}",
                                 {"model_name": model.name, "model_version": model.version})
