@@ -25,6 +25,7 @@ HERE = Path(__file__).parent
 SUITE = {
     "feature_speed.py": ["features_vs_fft_bound"],
     "runtime_throughput.py": ["runtime_vs_features_plus_ort"],
+    "plant_outputs.py": ["plant_outputs_on_vs_off"],
     "image_runtime.py": ["image_runtime_vs_bare_ort"],
     "messaging.py": ["outbox_vs_paho_qos1", "sensor_to_subscriber_p99_ms"],
     "inspection_latency.py": ["trigger_to_decision_p99_ms"],

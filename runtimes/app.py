@@ -56,6 +56,8 @@ class DeviceProgram:
         self._periodic: list[tuple[float, Callable[[], None]]] = []
         self._stop = threading.Event()
         self._started = time.time()
+        self.web: Any = None  # the WebServer once started (its ``url``), for the demo and tests
+        self.sparkplug: Any = None
         self.plant_outputs = [name for name in ("sparkplug", "web") if getattr(profile, name, None) is not None]
         web = getattr(profile, "web", None)
         self.live: Any = LiveState(self.identity, self.kind, horizon_s=web.history_s if web else 600.0) \
@@ -135,10 +137,13 @@ class DeviceProgram:
         """Open the profile's Sparkplug node and web server (owned: closed before the sink)."""
         if "sparkplug" in self.plant_outputs:
             from factoryedge.runtimes.plant.sparkplug import SparkplugNode
-            self.own(SparkplugNode(self.profile, self.live, self.execute)).start()
+            self.sparkplug = self.own(SparkplugNode(self.profile, self.live, self.execute))
+            self.sparkplug.start()
         if "web" in self.plant_outputs:
             from factoryedge.runtimes.plant.web import WebServer
-            self.own(WebServer(self.profile.web, self.live, self.execute, archive=self.reject_archive())).start()
+            self.web = self.own(WebServer(self.profile.web, self.live, self.execute, archive=self.reject_archive()))
+            self.web.start()
+            log.info("operator page and metrics at %s", self.web.url)
 
     def reject_archive(self) -> Any:
         """The program's reject archive for the operator page's gallery, or None."""
