@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="+", metavar="DATA",
                    help="vibration bundles: a data set (cwru-48k, cwru-12k) or recordings LABEL=PATH[#START:STOP], "
                         "normal ones labelled 'normal', faults by their class; image bundles: an inspection set folder "
-                        "(its test/ images are scored) or 'magnetic-tile'")
+                        "(only its test/ images, and ground_truth/ masks where present, are read) or 'magnetic-tile'")
     p.add_argument("--out", type=Path, help="report directory (default: evaluation/<bundle name>)")
     p.add_argument("--sample-rate", type=float, help="sample rate in Hz for CSV/NPY files")
     p.add_argument("--channels", help="comma-separated channel names to use")
@@ -86,7 +86,7 @@ def _evaluate_image(bundle, args: argparse.Namespace) -> int:
     from factoryedge.evaluation.inspection import evaluate_inspection, format_inspection_report
     from factoryedge.runtimes.inspection.image_model import ImageModel
 
-    data = resolve_inspection_data(args.data)
+    data = resolve_inspection_data(args.data, require_train=False)  # a line's new test set needs no train/
     m = bundle.manifest
     colour = "gray" if m.preprocessing.colour == "gray" else "rgb"
     with ImageModel.load(bundle.path, backend="onnxruntime") as model:

@@ -17,13 +17,15 @@ log = logging.getLogger("factoryedge.train")
 IMAGE_MODELS = ("patchcore", "fanogan", "autoencoder", "classifier")
 
 
-def resolve_inspection_data(data: list[str]):
+def resolve_inspection_data(data: list[str], require_train: bool = True):
+    """The inspection set named on the command line; evaluation (``require_train`` False) needs only test/."""
     from factoryedge.data.images import load_inspection_set, magnetic_tile_root
 
     if len(data) != 1:
-        raise ConfigError(f"image training takes one inspection set folder (or 'magnetic-tile'), got {data}")
+        what = "image training" if require_train else "image evaluation"
+        raise ConfigError(f"{what} takes one inspection set folder (or 'magnetic-tile'), got {data}")
     root = magnetic_tile_root() if data[0] in ("magnetic-tile", "magnetic-tile-defect") else Path(data[0])
-    return load_inspection_set(root)
+    return load_inspection_set(root, require_train=require_train)
 
 
 def run_image(args: argparse.Namespace) -> int:

@@ -64,25 +64,28 @@ class InspectionSet:
         return out
 
 
-def load_inspection_set(root: str | os.PathLike, require_masks: bool = False) -> InspectionSet:
+def load_inspection_set(root: str | os.PathLike, require_masks: bool = False,
+                        require_train: bool = True) -> InspectionSet:
     """Index an MVTec-style folder; reads no pixels.
 
     A defective test image without a mask gets ``mask_path`` None, unless ``require_masks``
-    makes that an error. Files with other suffixes (READMEs, CSVs) are ignored.
+    makes that an error. Files with other suffixes (READMEs, CSVs) are ignored. Evaluating
+    a trained bundle reads only ``test/`` (and ``ground_truth/``): with ``require_train``
+    False a folder without ``train/good/`` is indexed with an empty ``train``.
     """
     root = Path(root)
+    layout = "train/good/, test/good/, test/<defect>/, ground_truth/<defect>/<stem>_mask.png"
     if not root.is_dir():
-        raise DataError(f"inspection data folder '{root}' does not exist; expected train/good/ and test/ inside it")
+        needs = "train/good/ and test/" if require_train else "test/ (and optionally ground_truth/)"
+        raise DataError(f"inspection data folder '{root}' does not exist; expected {needs} inside it")
     train_good = root / "train" / GOOD
     test_dir = root / "test"
-    for need in (train_good, test_dir):
+    for need in (train_good, test_dir) if require_train else (test_dir,):
         if not need.is_dir():
-            raise DataError(
-                f"'{root}' has no {need.relative_to(root)}/ folder; expected the MVTec layout "
-                "train/good/, test/good/, test/<defect>/, ground_truth/<defect>/<stem>_mask.png"
-            )
-    train = [ImageSample(p, GOOD, GOOD, "train") for p in _images(train_good)]
-    if not train:
+            raise DataError(f"'{root}' has no {need.relative_to(root)}/ folder; expected the MVTec layout {layout}"
+                            + ("" if require_train else " (train/ is not needed to evaluate)"))
+    train = [ImageSample(p, GOOD, GOOD, "train") for p in _images(train_good)] if train_good.is_dir() else []
+    if require_train and not train:
         raise DataError(f"'{train_good}' holds no images (suffixes {list(IMAGE_SUFFIXES)})")
     test = []
     for folder in sorted(p for p in test_dir.iterdir() if p.is_dir()):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -38,6 +39,15 @@ def test_autoencoder_end_to_end(tmp_path, parts):
     again = cli("evaluate", out / "bundle", parts, "--out", tmp_path / "eval2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "eval2" / "metrics.json").read_text())["image"] == metrics["image"]
+    # a line's new test set has only test/ (and ground_truth/): evaluation never reads train/
+    test_only = tmp_path / "new-parts"
+    shutil.copytree(parts / "test", test_only / "test")
+    shutil.copytree(parts / "ground_truth", test_only / "ground_truth")
+    third = cli("evaluate", out / "bundle", test_only, "--out", tmp_path / "eval3")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert json.loads((tmp_path / "eval3" / "metrics.json").read_text())["image"] == metrics["image"]
+    assert_one_line_error(cli("evaluate", out / "bundle", tmp_path / "empty-folder-missing"), "does not exist",
+                          "test/")
 
 
 def test_vibration_model_for_images_is_refused(tmp_path, parts):
