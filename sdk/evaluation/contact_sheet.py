@@ -101,6 +101,7 @@ def contact_sheet(
     colour_order: str = "rgb",
     title: str | None = None,
     higher_is_anomalous: bool = True,
+    masks: Sequence[np.ndarray | None] | None = None,
 ) -> Path | None:
     """Write one PNG of the worst false accepts and false rejects, each with its heatmap overlaid.
 
@@ -108,11 +109,13 @@ def contact_sheet(
     file paths; only the chosen ones are read. ``heatmaps`` (any resolution, resized to
     each image; None for none) share one colour scale across the sheet, so heat compares
     between panels. Each tile shows the name, score, threshold and true label, in red where
-    the model was wrong (by ``ScoreRule(threshold, higher_is_anomalous)``). Returns the path,
-    or None where matplotlib is not installed.
+    the model was wrong (by ``ScoreRule(threshold, higher_is_anomalous)``). Where ``masks``
+    gives a defect's ground truth (any resolution, non-zero = defect), its outline is drawn
+    in cyan over the picture, so a reviewer sees what a false accept missed and whether the
+    heat was elsewhere. Returns the path, or None where matplotlib is not installed.
     """
     n = len(images)
-    given = {"scores": scores, "labels": labels, "names": names, "heatmaps": heatmaps}
+    given = {"scores": scores, "labels": labels, "names": names, "heatmaps": heatmaps, "masks": masks}
     for what, seq in given.items():
         if seq is not None and len(seq) != n:
             raise DataError(f"{len(seq)} {what} for {n} images; give one per image")
@@ -150,6 +153,9 @@ def contact_sheet(
             if i in maps:
                 picture = heatmap_overlay(picture, maps[i], vmin=vmin, vmax=vmax)
             ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255)
+            if masks is not None and masks[i] is not None and np.any(masks[i]):
+                ax.contour(_resized(np.asarray(masks[i]) > 0, picture.shape[:2]).astype(np.float32), levels=[0.5],
+                           colors="cyan", linewidths=1.0)
             wrong = bool(defect[i]) != rule.exceeds(s[i])
             ax.set_title(f"{names[i]}\nscore {s[i]:.4g}  (thr {thr:.4g})\ntrue: {_label_text(labels[i])}",
                          fontsize=8, color="tab:red" if wrong else "black")
@@ -191,6 +197,13 @@ def _colour_bar(plt, panel, axes, vmin: float, vmax: float) -> None:
 
     mappable = plt.cm.ScalarMappable(norm=Normalize(vmin, vmax), cmap=ListedColormap(colour_table("inferno") / 255.0))
     panel.colorbar(mappable, ax=list(axes), shrink=0.8, label="anomaly heat")
+
+
+def _resized(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A boolean mask brought to ``shape`` by nearest neighbour (masks may be stored at another size)."""
+    rows = np.arange(shape[0]) * mask.shape[0] // shape[0]
+    cols = np.arange(shape[1]) * mask.shape[1] // shape[1]
+    return mask[np.ix_(rows, cols)]
 
 
 def _picture(item, colour_order: str) -> np.ndarray:

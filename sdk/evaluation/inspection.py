@@ -67,7 +67,7 @@ def evaluate_inspection(
     plot = _score_plot(scores, types, rule, out / "scores.png", title, report)
     if plot:
         files["scores_png"] = plot
-    sheet = _contact_sheet(images, heatmaps, scores, types, rule, samples, out / "contact_sheet.png", n_worst)
+    sheet = _contact_sheet(images, heatmaps, scores, types, rule, samples, out / "contact_sheet.png", n_worst, masks)
     if sheet:
         files["contact_sheet"] = sheet
     report["files"] = {k: str(v) for k, v in files.items()}
@@ -90,7 +90,8 @@ def _score_plot(scores, types, rule: ScoreRule, path: Path, title: str, report: 
     return plot_scores(by_type, rule.threshold, roc, path, title)
 
 
-def _contact_sheet(images, heatmaps, scores, types, rule: ScoreRule, samples, path: Path, n_worst: int) -> Path | None:
+def _contact_sheet(images, heatmaps, scores, types, rule: ScoreRule, samples, path: Path, n_worst: int,
+                   masks) -> Path | None:
     try:
         from factoryedge.evaluation.contact_sheet import contact_sheet
     except ImportError as e:  # matplotlib missing: the train extra
@@ -99,7 +100,7 @@ def _contact_sheet(images, heatmaps, scores, types, rule: ScoreRule, samples, pa
     labels = [t != GOOD for t in types]
     names = [f"{s.defect_type}/{Path(s.path).name}" for s in samples]
     return contact_sheet(images, heatmaps, scores, labels, rule.threshold, names, path, n_worst=n_worst,
-                         higher_is_anomalous=rule.higher_is_anomalous)
+                         higher_is_anomalous=rule.higher_is_anomalous, masks=masks)
 
 
 def format_inspection_report(report: dict) -> str:

@@ -98,3 +98,22 @@ def test_lower_is_anomalous_picks_the_mirror_image():
     assert not lower.higher_is_anomalous and lower.n_false_accepts == higher.n_false_accepts
     assert "scored above the threshold -0.5; the 3 highest" in cs._accept_title(lower, -0.5)
     assert "scored at or below the threshold -0.5; the 3 lowest" in cs._reject_title(lower, -0.5)
+
+
+def _cyan_pixels(path) -> int:
+    px = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    return int(np.count_nonzero((px[..., 0] < 90) & (px[..., 1] > 180) & (px[..., 2] > 180)))
+
+
+def test_ground_truth_of_a_false_accept_is_outlined(tmp_path):
+    pytest.importorskip("matplotlib")
+    grey = [np.full((64, 64), 128, np.uint8) for _ in range(2)]
+    mask = np.zeros((32, 32), np.uint8)  # stored at half the image's size, as masks sometimes are
+    mask[8:20, 10:24] = 255
+    args = (grey, None, [0.2, 0.1], ["crack", "good"], 0.5, ["crack/a.png", "good/b.png"])
+    plain = contact_sheet(*args, tmp_path / "plain.png", n_worst=1)
+    outlined = contact_sheet(*args, tmp_path / "outlined.png", n_worst=1, masks=[mask, None])
+    assert _cyan_pixels(plain) == 0
+    assert _cyan_pixels(outlined) > 40  # the defect's outline, drawn on the part that would ship
+    with pytest.raises(DataError, match="1 masks for 2 images"):
+        contact_sheet(*args, tmp_path / "x.png", masks=[mask])
