@@ -62,3 +62,50 @@ class WebConfig(_Section):
         None, description="file holding the operator's token; without it the page is read-only")
     history_s: float = Field(600.0, gt=0, le=86400, allow_inf_nan=False,
                              description="how far back the score timeline reaches")
+
+
+def read_operator_token(path: Path) -> str:
+    """The operator's token from its file (surrounding whitespace ignored); ConfigError naming the file if unusable."""
+    from factoryedge.errors import ConfigError
+
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"web.operator_token_file {path}: cannot read it ({type(e).__name__}); give a readable "
+                          "file holding the operator's token, or remove the key for a read-only page") from None
+    if len(token) < 16:
+        raise ConfigError(f"web.operator_token_file {path}: the token must be at least 16 characters (it has "
+                          f"{len(token)}); e.g. the output of `openssl rand -hex 16`")
+    return token
+
+
+def check_plant_outputs(profile) -> str:
+    """What ``run --check`` says about the plant outputs, after checking what they need without opening them.
+
+    Raises ConfigError (an unreadable token file) or the missing-dependency error naming the
+    extra to install, so a device is not found short of a package only when it starts.
+    """
+    from factoryedge.errors import missing_dependency
+
+    said = []
+    sp = profile.sparkplug
+    if sp is not None:
+        try:
+            import google.protobuf  # noqa: F401
+        except ImportError:
+            raise missing_dependency("google.protobuf", "sparkplug", "the Sparkplug B edge node") from None
+        host = f", BIRTHs while host {sp.primary_host_id} is online" if sp.primary_host_id else ""
+        said.append(f"Sparkplug B edge node {sp.group_id}/{sp.edge_node_id}{host}")
+    web = profile.web
+    if web is not None:
+        if web.metrics:
+            try:
+                import prometheus_client  # noqa: F401
+            except ImportError:
+                raise missing_dependency("prometheus_client", "ui", "the /metrics endpoint") from None
+        if web.operator_token_file is not None:
+            read_operator_token(web.operator_token_file)
+        served = " and ".join(n for n, on in (("operator page", web.page), ("/metrics", web.metrics)) if on)
+        access = "threshold changes with the operator token" if web.operator_token_file else "read-only"
+        said.append(f"{served or 'nothing'} on http://{web.host}:{web.port}/ ({access})")
+    return "; ".join(said)

@@ -47,8 +47,15 @@ def _check_monitoring(args: argparse.Namespace, profile) -> int:
             check_source_rate(cls.from_uri(profile.sensor.uri, **profile.sensor.options), profile.sensor.uri, model)
             rate = f"{model.spec.sample_rate:g} Hz as the sensor declares"
         print(f"profile {args.profile} is valid; bundle {model.name} {model.version} verified, "
-              f"{describe_signature(model.bundle.path, trusted)}; sample rate {rate}")
+              f"{describe_signature(model.bundle.path, trusted)}; sample rate {rate}{_plant(profile)}")
     return 0
+
+
+def _plant(profile) -> str:
+    from factoryedge.runtimes.plant.config import check_plant_outputs
+
+    said = check_plant_outputs(profile)
+    return f"; {said}" if said else ""
 
 
 def _run_inspection(args: argparse.Namespace, profile) -> int:
@@ -59,7 +66,7 @@ def _run_inspection(args: argparse.Namespace, profile) -> int:
         trusted = profile.model.trusted()
         with ImageModel.load(profile.model.bundle, profile.model.backend, trusted_keys=trusted) as model:
             print(f"profile {args.profile} is valid; image bundle {model.name} {model.version} verified, "
-                  f"{describe_signature(model.bundle.path, trusted)} (threshold {model.threshold:.4g})")
+                  f"{describe_signature(model.bundle.path, trusted)} (threshold {model.threshold:.4g}){_plant(profile)}")
         return 0
     from factoryedge.runtimes.inspection.station import InspectionStation
 

@@ -82,3 +82,41 @@ def test_bad_baseline_skip_names_the_key(tmp_path, vib_bundle, skip, says):
     p = profile(tmp_path, vib_bundle.path)
     p.write_text(p.read_text().replace("mode: 'off'", f"{{mode: auto, skip_s: {skip}}}"))
     assert_one_line_error(cli("run", p, "--check"), "device.yaml", "scoring.baseline.skip_s", says)
+
+
+def _with_plant(path, **sections):
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    raw.update(sections)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_check_reports_and_checks_the_plant_outputs(tmp_path, vib_bundle):
+    token = tmp_path / "operator.token"
+    token.write_text("0123456789abcdef0123\n")
+    p = _with_plant(profile(tmp_path, vib_bundle.path),
+                    sparkplug={"group_id": "plant-1", "edge_node_id": "edge-7", "primary_host_id": "scada"},
+                    web={"port": 8099, "operator_token_file": "operator.token"})  # relative to the profile
+    r = cli("run", p, "--check")
+    assert r.returncode == 0, r.stderr
+    assert "Sparkplug B edge node plant-1/edge-7, BIRTHs while host scada is online" in r.stdout
+    assert "operator page and /metrics on http://127.0.0.1:8099/ (threshold changes with the operator token)" \
+        in r.stdout
+    assert "0123456789abcdef" not in r.stdout + r.stderr  # the token itself is never shown
+
+
+@pytest.mark.parametrize("sections, says", [
+    ({"web": {"operator_token_file": "missing.token"}}, ("web.operator_token_file", "missing.token", "read-only")),
+    ({"web": {"operator_token_file": "short.token"}}, ("web.operator_token_file", "at least 16 characters")),
+    ({"web": {"port": 70000}}, ("web.port", "less than or equal to 65535")),
+    ({"web": {"colour": "red"}}, ("web.colour", "Extra inputs are not permitted")),
+    ({"sparkplug": {"group_id": "plant/1", "edge_node_id": "e"}}, ("sparkplug.group_id", "not a valid Sparkplug id")),
+    ({"sparkplug": {"group_id": "g"}}, ("sparkplug.edge_node_id", "Field required")),
+    ({"sparkplug": {"group_id": "g", "edge_node_id": "e", "options": {"password": "x"}}},
+     ("sparkplug.options", "password_file")),
+])
+def test_bad_plant_sections_are_one_line(tmp_path, vib_bundle, sections, says):
+    (tmp_path / "short.token").write_text("abc")
+    assert_one_line_error(cli("run", _with_plant(profile(tmp_path, vib_bundle.path), **sections), "--check"), *says)
