@@ -80,7 +80,7 @@ setup(
         "factoryedge.firmware_config",
     ],
     package_data={"factoryedge.firmware_config": ["*.md", "*.yaml", "*/*.md", "*/*.yaml", "*/*.rules", "*/*.service",
-                                                  "*/*.conf", "*/*.json"],
+                                                  "*/*.conf", "*/*.json", "*/*.acl"],
                   # the operator page: plain HTML and a little JS, served by the device
                   "factoryedge.runtimes.plant": ["static/*"]},
     install_requires=["numpy>=1.24", "scipy>=1.10", "pydantic>=2.5", "PyYAML>=6.0",

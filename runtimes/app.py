@@ -163,7 +163,10 @@ class DeviceProgram:
         stats = self.sink.stats()
         fields = self.health_fields()
         # events the outbox could not store (handed over without waiting, e.g. a full disk)
-        fields.setdefault("extra", {})["outbox_store_failed"] = getattr(stats, "store_failed", 0)
+        extra = fields.setdefault("extra", {})
+        extra["outbox_store_failed"] = getattr(stats, "store_failed", 0)
+        extra["mqtt_auth_failures"] = getattr(stats, "auth_failures", 0)  # a wrong password, a revoked account
+        extra["mqtt_tls_failures"] = getattr(stats, "tls_failures", 0)  # an untrusted or refused certificate
         return msg.health_payload(self.identity, uptime_s=time.time() - self._started,
                                   outbox_depth=stats.outbox_depth, mqtt_reconnects=stats.reconnects,
                                   commands_refused=getattr(stats, "commands_refused", None), **fields)

@@ -39,7 +39,7 @@ from .drainer import Drainer
 from .mqtt_config import MqttConfig, parse_mqtt_uri
 from .outbox import Message, Outbox
 from .outbox_writer import OutboxWriter, Receipt
-from .paho_client import import_paho, make_client, no_delay
+from .paho_client import diagnose_tls, import_paho, make_client, no_delay
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class SinkStats:
     outbox_over_limit: int
     store_failed: int = 0  # events handed over with wait=False that the outbox could not store
     commands_refused: int = 0  # commands answered "rejected" (malformed, over the limits, unknown, refused)
+    auth_failures: int = 0  # connections the broker refused (bad user name or password, not authorised)
+    tls_failures: int = 0  # connection attempts that failed in the TLS handshake (see the logged reason)
 
 
 class MqttSink:
@@ -78,7 +80,9 @@ class MqttSink:
         self._subscriptions: dict[str, int] = {}  # topic -> qos, renewed on every connect
         self._progress = threading.Condition()
         self._counts = dict.fromkeys(("events_put", "published", "acked", "rejected", "connects",
-                                      "connect_failures", "telemetry_sent", "telemetry_dropped"), 0)
+                                      "connect_failures", "telemetry_sent", "telemetry_dropped",
+                                      "auth_failures", "tls_failures"), 0)
+        self._tls_problem: str | None = None  # the last diagnosed TLS failure, until a connect succeeds
         self._connected = False
         self._closing = False
         self._closed = False
@@ -186,7 +190,8 @@ class MqttSink:
                          commands=self._dispatcher.received if self._dispatcher else 0,
                          outbox_depth=self._final_depth if closed else self.outbox.depth(),
                          outbox_over_limit=self.outbox.over_limit, store_failed=self._writer.failed,
-                         commands_refused=self._dispatcher.refused if self._dispatcher else 0)
+                         commands_refused=self._dispatcher.refused if self._dispatcher else 0,
+                         auth_failures=c["auth_failures"], tls_failures=c["tls_failures"])
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._progress:
@@ -210,9 +215,15 @@ class MqttSink:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self._count("connect_failures")
-            log.error("mqtt broker refused the connection host=%s reason=%s", self.config.host, reason_code)
+            self._count("auth_failures")
+            n = self._counts["auth_failures"]
+            level = logging.ERROR if n == 1 or n % 30 == 0 else logging.DEBUG
+            log.log(level, "mqtt broker refused the connection host=%s user=%s reason=%s refusals=%d; retrying with "
+                    "back-off (check the username and password_file / password_env options)", self.config.host,
+                    self.config.username, reason_code, n)
             return
         self._count("connects")
+        self._tls_problem = None
         no_delay(client)
         online = msg.status_payload(self.identity, "online", "connected", self.config.client_id).to_bytes()
         client.publish(self.topics.status, online, qos=1, retain=True)
@@ -230,9 +241,27 @@ class MqttSink:
     def _on_connect_fail(self, client, userdata) -> None:
         self._count("connect_failures")
         failures = self._counts["connect_failures"]
-        level = logging.WARNING if failures == 1 or failures % 30 == 0 else logging.DEBUG
-        log.log(level, "mqtt cannot reach the broker host=%s port=%d failures=%d; retrying (outbox keeps events)",
-                self.config.host, self.config.port, failures)
+        loud = failures == 1 or failures % 30 == 0
+        if self._tls_problem is not None:
+            self._count("tls_failures")
+        if self.config.tls and loud:  # say why, off paho's network thread (a handshake takes a moment)
+            threading.Thread(target=self._diagnose_tls, args=(failures,), name="factoryedge-mqtt-tls-check",
+                             daemon=True).start()
+            return
+        log.log(logging.WARNING if loud else logging.DEBUG, "mqtt cannot reach the broker host=%s port=%d "
+                "failures=%d; retrying (outbox keeps events)", self.config.host, self.config.port, failures)
+
+    def _diagnose_tls(self, failures: int) -> None:
+        problem = diagnose_tls(self.config)
+        if problem is None:
+            log.warning("mqtt cannot reach the broker host=%s port=%d failures=%d; retrying (outbox keeps events)",
+                        self.config.host, self.config.port, failures)
+            return
+        if self._tls_problem is None:
+            self._count("tls_failures")  # the attempt that led here
+        self._tls_problem = problem
+        log.error("mqtt TLS connection to host=%s port=%d failed: %s; failures=%d, retrying (outbox keeps events)",
+                  self.config.host, self.config.port, problem, failures)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._progress:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from typing import Any
 
 from factoryedge.errors import SinkError, missing_dependency
@@ -63,3 +64,39 @@ def no_delay(client: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError) as e:  # not a TCP socket (e.g. a websocket wrapper)
         log.debug("mqtt could not set TCP_NODELAY: %s", e)
+
+
+def diagnose_tls(cfg: MqttConfig, timeout: float = 5.0) -> str | None:
+    """Why a TLS connection to the broker fails, in words (None when the handshake succeeds or TLS is off).
+
+    paho reports a failed TLS connect only as "connection failed"; a commissioning engineer
+    needs to know whether the broker's certificate is not trusted (the ``ca`` option), the
+    name does not match, or the broker refused this device's certificate. One handshake
+    with the same files says which; nothing is sent after it.
+    """
+    if not cfg.tls:
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=cfg.ca)
+        if cfg.cert:
+            ctx.load_cert_chain(cfg.cert, cfg.key)
+        if cfg.tls_insecure:
+            ctx.check_hostname = False
+        with socket.create_connection((cfg.host, cfg.port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=cfg.host) as tls:
+            tls.recv(0)  # with TLS 1.3 a refused client certificate shows only on the first read
+    except ssl.SSLCertVerificationError as e:
+        return (f"the broker's certificate is not trusted ({e.verify_message}); the ca option ({cfg.ca}) must hold "
+                "the CA that signed it, and the broker's name or address must be in it")
+    except ssl.SSLError as e:
+        reason = e.reason or str(e)
+        if "CERTIFICATE" in str(reason).upper() or "ALERT" in str(reason).upper():
+            return f"the broker refused this device's TLS certificate ({reason}); check the cert and key options"
+        return f"the TLS handshake failed ({reason})"
+    except TimeoutError:
+        return None  # unreachable, not a TLS problem: the plain "cannot reach" message says it
+    except OSError as e:
+        if isinstance(e, ConnectionResetError):
+            return "the broker closed the TLS handshake (it may require a client certificate this device lacks)"
+        return None
+    return None

@@ -72,7 +72,8 @@ class Mosquitto:
     """One broker process; ``restart`` brings it back on the same port (and persistence dir)."""
 
     def __init__(self, workdir: Path, *, persistence: bool = False, password_file: str | Path | None = None,
-                 port: int | None = None, binary: str | None = None):
+                 port: int | None = None, binary: str | None = None, config: str | None = None):
+        """``config``: a whole mosquitto.conf (its own listener on ``port``) instead of the generated one."""
         self.binary = binary or require_binary("mosquitto")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -83,12 +84,16 @@ class Mosquitto:
         self.log_path = self.workdir / "mosquitto.log"
         self.config_path = self.workdir / "mosquitto.conf"
         self.proc: subprocess.Popen | None = None
+        self.config = config
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
     def _write_config(self) -> None:
+        if self.config is not None:
+            self.config_path.write_text(self.config)
+            return
         lines = [f"listener {self.port} {self.host}", f"log_dest file {self.log_path}",
                  "log_type error", "log_type warning", "log_type notice", "log_type information",
                  f"allow_anonymous {'false' if self.password_file else 'true'}",
