@@ -74,8 +74,18 @@ class DeviceProgram:
         """Open the profile's sink with the identity (or take a given one), and listen for commands."""
         m = self.profile.mqtt
         self.sink = sink or open_sink(m.uri, identity=self.identity, outbox=str(m.outbox), **m.options)
-        self.sink.subscribe_commands(self._on_command)
+        self.sink.subscribe_commands(self._on_command, opener=self._command_opener())
         return self.sink
+
+    def _command_opener(self) -> Any:
+        """``CommandAuthority.open`` where the profile requires signed commands, else None (plain commands)."""
+        cfg = getattr(self.profile, "commands", None)
+        if cfg is None or cfg.require != "signed":
+            return None
+        from factoryedge.runtimes.command_auth import CommandAuthority
+        from factoryedge.signing import load_public_keys
+
+        return CommandAuthority(load_public_keys(cfg.trusted_keys), self.sink.topics.base, cfg.max_age_s).open
 
     def show_model(self, model: Any) -> None:
         """Put the running model's card and threshold on the plant outputs (at start and after a reload)."""
@@ -202,12 +212,21 @@ class DeviceProgram:
         """Command name -> handler(args) for this program; subclasses extend."""
         return {}
 
-    def execute(self, name: str, args: dict[str, Any], origin: str) -> msg.CommandReply:
+    def execute(self, name: str, args: dict[str, Any], origin: str, authenticated: bool = False) -> msg.CommandReply:
         """Run a command from a plant output (``origin``: e.g. "operator page", "sparkplug DCMD").
 
         The same validation and handlers as a command over MQTT; a bad command is answered
-        ``rejected`` naming what is wrong, a failing handler ``error``; nothing raises.
+        ``rejected`` naming what is wrong, a failing handler ``error``; nothing raises. Where
+        the profile requires signed commands, only an output that authenticated its user
+        itself (``authenticated``: the operator page's token) may run one; a Sparkplug DCMD
+        cannot carry a signature and is refused.
         """
+        cfg = getattr(self.profile, "commands", None)
+        if cfg is not None and cfg.require == "signed" and not authenticated:
+            log.warning("command %r from %s refused: this device runs only signed commands", name, origin)
+            return msg.CommandReply("rejected", f"this device runs only signed commands (commands.require: signed); "
+                                                f"{origin} cannot sign, use the MQTT command topic with "
+                                                "'factoryedge sign-command'")
         try:
             command = msg.parse_command(json.dumps({"command": name, "args": args}))
         except (msg.CommandRefused, FactoryEdgeError, TypeError, ValueError) as e:

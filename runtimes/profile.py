@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from factoryedge.bundle import format_validation_error
 from factoryedge.debounce import DebounceConfig
@@ -113,6 +113,23 @@ class MqttSection(_Section):
         return v
 
 
+class CommandsConfig(_Section):
+    """Who may change this device's behaviour over MQTT (set_threshold, recalibrate, reload)."""
+
+    require: Literal["any", "signed"] = Field(
+        "any", description="signed: run only commands in an Ed25519-signed envelope from a trusted key, fresh "
+        "and not replayed ('factoryedge sign-command'); anything else is refused and counted")
+    trusted_keys: list[Path] = Field(default_factory=list, description="public keys (.pub) of who may sign commands")
+    max_age_s: float = Field(60.0, gt=0, le=86400, allow_inf_nan=False,
+                             description="how far a command's signing time may be from this device's clock")
+
+    @model_validator(mode="after")
+    def _keys_when_signed(self):
+        if self.require == "signed" and not self.trusted_keys:
+            raise ValueError("require: signed needs trusted_keys (the .pub files of who may sign commands)")
+        return self
+
+
 class LoggingConfig(_Section):
     """Log level, and text or one JSON object per line (for journald and log shippers)."""
 
@@ -129,6 +146,7 @@ class DeviceProfile(_Section):
     model: ModelConfig
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     mqtt: MqttSection
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
     sparkplug: SparkplugConfig | None = None
     web: WebConfig | None = None
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -147,6 +165,7 @@ class InspectionProfile(_Section):
     inspection: InspectionConfig
     model: ModelConfig
     mqtt: MqttSection
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
     sparkplug: SparkplugConfig | None = None
     web: WebConfig | None = None
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -198,11 +217,13 @@ def load_profile(path: str | Path) -> DeviceProfile | InspectionProfile:
     base = p.resolve().parent
     profile.model.bundle = _relative_to(base, profile.model.bundle)
     profile.model.trusted_keys = [_relative_to(base, k) for k in profile.model.trusted_keys]
-    for i, key in enumerate(profile.model.trusted_keys):
-        try:
-            load_public_keys([key])
-        except ConfigError as e:
-            raise ConfigError(f"{p}: model.trusted_keys.{i}: {e}") from None
+    profile.commands.trusted_keys = [_relative_to(base, k) for k in profile.commands.trusted_keys]
+    for where, keys in (("model", profile.model.trusted_keys), ("commands", profile.commands.trusted_keys)):
+        for i, key in enumerate(keys):
+            try:
+                load_public_keys([key])
+            except ConfigError as e:
+                raise ConfigError(f"{p}: {where}.trusted_keys.{i}: {e}") from None
     profile.mqtt.outbox = _relative_to(base, profile.mqtt.outbox)
     if profile.web is not None and profile.web.operator_token_file is not None:
         profile.web.operator_token_file = _relative_to(base, profile.web.operator_token_file)

@@ -26,9 +26,11 @@ from factoryedge.runtimes.messages.commands import (
     CommandRefused,
     CommandReply,
     CommandResponse,
+    bounded_command_text,
     command_response,
     parse_command,
     request_id_of,
+    scan_request_id,
 )
 from factoryedge.runtimes.messages.device import (
     HEALTH,
@@ -63,13 +65,14 @@ from factoryedge.runtimes.messages.monitoring import (
     anomaly_payload,
     telemetry_payload,
 )
+from factoryedge.signed_commands import SIGNED_COMMAND
 
 BY_SCHEMA: dict[str, type[Payload]] = {
     ANOMALY: AnomalyPayload, TELEMETRY: TelemetryPayload, HEALTH: HealthPayload, STATUS: StatusPayload,
     COMMAND_RESPONSE: CommandResponse, DECISION: DecisionPayload, TRIGGER_ERROR: TriggerErrorPayload,
 }
 # Schemas a device receives rather than publishes; documented in mqtt.md too.
-RECEIVED = (COMMAND,)
+RECEIVED = (COMMAND, SIGNED_COMMAND)
 
 
 def parse_payload(data: bytes | str) -> Payload:
@@ -89,7 +92,8 @@ __all__ = [
     "CommandRefused", "CommandReply", "CommandResponse", "DecisionPayload", "HealthPayload", "Identity", "Payload",
     "SegmentError",
     "Severity", "StatusPayload", "TelemetryPayload", "Topics", "TriggerErrorPayload", "anomaly_from_event",
-    "anomaly_payload", "check_part_id", "check_segment", "command_response", "decision_payload", "health_payload",
+    "anomaly_payload", "bounded_command_text",
+    "check_part_id", "check_segment", "command_response", "decision_payload", "health_payload",
     "iso_utc", "parse_command", "parse_decision", "parse_payload", "parse_trigger", "request_id_of",
-    "status_payload", "system_metrics", "telemetry_payload", "trigger_error_payload",
+    "scan_request_id", "status_payload", "system_metrics", "telemetry_payload", "trigger_error_payload",
 ]

@@ -61,6 +61,7 @@ class Command:
     command: str
     args: dict[str, Any]
     request_id: str | None = None
+    signer: str | None = None  # the key fingerprint of a signed command (``command_auth``)
 
 
 def parse_command(data: bytes | str) -> Command:
@@ -94,7 +95,7 @@ def bounded_command_text(data: bytes | str) -> str:
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     if len(raw) > MAX_COMMAND_BYTES:
         raise CommandRefused(f"command of {len(raw)} bytes refused: at most {MAX_COMMAND_BYTES} bytes are accepted",
-                             _scan_request_id(raw[:MAX_COMMAND_BYTES]))
+                             scan_request_id(raw[:MAX_COMMAND_BYTES]))
     if isinstance(data, str):
         text = data
     else:
@@ -118,7 +119,7 @@ def bounded_command_text(data: bytes | str) -> str:
             depth += 1
             if depth > MAX_COMMAND_DEPTH:
                 raise CommandRefused(f"command nested deeper than {MAX_COMMAND_DEPTH} levels of arrays and objects "
-                                     f"refused; e.g. {COMMAND_EXAMPLE}", _scan_request_id(raw))
+                                     f"refused; e.g. {COMMAND_EXAMPLE}", scan_request_id(raw))
         elif c in "]}":
             depth -= 1
             if depth < 0:
@@ -126,8 +127,8 @@ def bounded_command_text(data: bytes | str) -> str:
     return text
 
 
-def _scan_request_id(raw: bytes) -> str | None:
-    """The request_id of a payload too large or deep to parse, if it names exactly one."""
+def scan_request_id(raw: bytes) -> str | None:
+    """The request_id of a payload too large or deep to parse (or not yet trusted), if it names exactly one."""
     found = _REQUEST_ID.findall(raw.decode("utf-8", "replace"))
     if len(found) != 1:
         return None

@@ -45,8 +45,10 @@ def _short(text: str, limit: int = 300) -> str:
 class CommandDispatcher:
     """Queue of received command messages, worked off by one thread calling ``callback``."""
 
-    def __init__(self, identity: msg.Identity, topics: msg.Topics, callback: CommandCallback, publish: Publish):
+    def __init__(self, identity: msg.Identity, topics: msg.Topics, callback: CommandCallback, publish: Publish,
+                 opener: Callable[[bytes], msg.Command] | None = None):
         self.identity = identity
+        self.opener = opener  # command_auth.CommandAuthority.open for signed commands; else parse_command
         self.topics = topics
         self.callback = callback
         self._publish = publish
@@ -85,7 +87,7 @@ class CommandDispatcher:
         rid, name = None, None
         try:
             try:
-                command = msg.parse_command(payload)
+                command = (self.opener or msg.parse_command)(payload)
             except msg.CommandRefused as e:
                 rid = e.request_id
                 raise
@@ -94,7 +96,8 @@ class CommandDispatcher:
                 log.info("mqtt command repeated request_id=%s; answering again", rid)
                 self._publish(topic, self._answers[rid], correlation)
                 return
-            log.info("mqtt command received command=%s request_id=%s args=%s", name, rid, command.args)
+            log.info("mqtt command received command=%s request_id=%s args=%s%s", name, rid, command.args,
+                     f" signed by {command.signer}" if command.signer else "")
             reply = self._run(command)
         except ConfigError as e:
             log.warning("mqtt command rejected request_id=%s: %s", rid, _short(str(e)))

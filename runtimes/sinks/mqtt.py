@@ -280,17 +280,19 @@ class MqttSink:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def subscribe_commands(self, callback: CommandCallback) -> None:
+    def subscribe_commands(self, callback: CommandCallback, opener: Callable[[bytes], msg.Command] | None = None) -> None:
         """Call ``callback(command)`` for each command on this machine's command topic.
 
         It runs on a worker thread, one command at a time; it returns None or a dict
         (status "ok", the dict as result) or a ``messages.CommandReply`` (e.g. "accepted"
         for work that continues in the background); an exception answers "error". See
-        ``commands`` for duplicates and MQTT 5 response topics. Call once per sink.
+        ``commands`` for duplicates and MQTT 5 response topics. ``opener`` turns a payload into a
+        command (default ``messages.parse_command``; ``command_auth.CommandAuthority.open`` where
+        the profile requires signed commands). Call once per sink.
         """
         if self._dispatcher is not None:
             raise SinkError("subscribe_commands was already called on this sink; give one callback that dispatches")
-        self._dispatcher = CommandDispatcher(self.identity, self.topics, callback, self._respond)
+        self._dispatcher = CommandDispatcher(self.identity, self.topics, callback, self._respond, opener)
         if self._connected:
             self._client.subscribe(self.topics.command, qos=1)
 

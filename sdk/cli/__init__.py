@@ -24,6 +24,7 @@ COMMANDS = {
     "show": ("show", "verify a bundle and show its manifest and signer"),
     "keygen": ("keygen", "write an Ed25519 key pair for signing bundles"),
     "sign": ("sign", "sign a bundle's manifest (which covers every artefact) with a private key"),
+    "sign-command": ("sign_command", "sign a command for a device whose profile requires signed commands"),
     "run": ("run", "run the device program from a profile: sensor in, anomalies out; or camera in, pass/reject decisions out"),
     "watch": ("watch", "print the anomalies and status that devices publish to a broker"),
     "simulate-sensor": ("simulate_sensor", "stream a simulated or recorded vibration sensor to a pty or serial port"),
