@@ -87,6 +87,8 @@ def _evaluate(bundle, data, out: Path) -> None:
 
 
 def _profile(out: Path, bundle_path: Path, video: Path, broker) -> Path:
+    from factoryedge.cli.demo_live import plant_sections
+
     path = out / "station.yaml"
     path.write_text(yaml.safe_dump({
         "kind": "inspection",
@@ -98,12 +100,13 @@ def _profile(out: Path, bundle_path: Path, video: Path, broker) -> Path:
         "model": {"bundle": str(bundle_path.resolve()), "backend": "onnxruntime"},
         "mqtt": {"uri": broker.uri, "outbox": str((out / "station-outbox.sqlite").resolve()),
                  "options": {"protocol": broker.protocol, "client_id": "edge-demo-cam"}, "health_interval_s": 30},
+        **plant_sections("edge-demo-cam", report_s=0.5),
     }, sort_keys=False))
     return path
 
 
 def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
-    from factoryedge.cli.demo_live import start_watcher
+    from factoryedge.cli.demo_live import show_plant_outputs, start_watcher
     from factoryedge.data.parts_video import write_parts_video
     from factoryedge.errors import SinkError
     from factoryedge.runtimes.devkit.local_broker import LocalBroker
@@ -121,13 +124,14 @@ def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
     runtime_log = logging.getLogger("factoryedge.runtimes")
     previous = runtime_log.level
     runtime_log.setLevel(logging.WARNING)
-    station = runner = None
+    station = runner = listener = None
     try:
         ready.wait(10)
         profile_path = _profile(out, bundle.path, video, broker)
         station = InspectionStation(load_profile(profile_path))
         runner = threading.Thread(target=station.run, name="demo-station")
         runner.start()
+        listener = show_plant_outputs(station, step, broker.uri)
         first = _first_frame(station)  # the conveyor is running: when did frame 0 show?
         t0 = first.t_wall - max(first.pos, 0) / FPS
         period = FRAMES_PER_PART / FPS
@@ -146,8 +150,10 @@ def _run_line(bundle, out: Path, step, broker_kind: str) -> None:
             runner.join(timeout=30)
         runtime_log.setLevel(previous)
         time.sleep(0.5)
-        watcher.terminate()
-        watcher.wait(timeout=5)
+        for process in (watcher, listener):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=5)
         broker.stop()
     _check_verdicts(out / "station-outbox.sqlite", truth, out, step)
 

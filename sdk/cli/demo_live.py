@@ -29,8 +29,30 @@ def _profile(out: Path, bundle_path: Path, broker, rate: float) -> Path:
         "mqtt": {"uri": broker.uri, "outbox": str((out / "outbox.sqlite").resolve()),
                  "options": {"protocol": broker.protocol, "client_id": "edge-demo"},
                  "telemetry_interval_s": 5, "health_interval_s": 10},
+        **plant_sections("edge-demo", report_s=2.0),
     }, sort_keys=False))
     return path
+
+
+def plant_sections(node: str, report_s: float) -> dict:
+    """The demo device's plant outputs: a Sparkplug B node and the operator page (any free port)."""
+    return {"sparkplug": {"group_id": "demo-plant", "edge_node_id": node, "report_interval_s": report_s},
+            "web": {"host": "127.0.0.1", "port": 0}}
+
+
+def show_plant_outputs(program, step, broker_uri: str):
+    """Print the operator page's URL once the program serves it; start a Sparkplug listener process."""
+    deadline = time.monotonic() + 20
+    while program.web is None and time.monotonic() < deadline and not program.stopping:
+        time.sleep(0.02)
+    if program.web is not None:
+        next(step)(f"operator page: {program.web.url} (score timeline, events, decisions, rejects; open it while the "
+                   f"line runs); Prometheus metrics: {program.web.url}metrics")
+    cmd = [sys.executable, "-m", "factoryedge", "sparkplug-listen", "--broker", broker_uri, "--group", "demo-plant"]
+    listener, ready, _ = start_relay(cmd, "sparkplug", "# listening")
+    ready.wait(10)
+    next(step)("a Sparkplug B host in another process prints the decoded NBIRTH/DBIRTH/DDATA beside the JSON events")
+    return listener
 
 
 def run_live(bundle, out: Path, machine_seconds: float, speed: float, step, broker_kind: str = "auto") -> None:
@@ -46,7 +68,7 @@ def run_live(bundle, out: Path, machine_seconds: float, speed: float, step, brok
     runtime_log = logging.getLogger("factoryedge.runtimes")
     previous_level = runtime_log.level
     runtime_log.setLevel(logging.ERROR)  # let the subscriber's view speak for itself
-    monitor = None
+    monitor = listener = None
     try:
         next(step)(f"MQTT broker: {broker.kind} on {broker.uri}; a plant subscriber listens in another process")
         ready.wait(10)
@@ -54,6 +76,7 @@ def run_live(bundle, out: Path, machine_seconds: float, speed: float, step, brok
         monitor = ConditionMonitor(load_profile(profile_path))
         runner = threading.Thread(target=monitor.run, name="demo-device")
         runner.start()
+        listener = show_plant_outputs(monitor, step, broker.uri)
         deadline = time.monotonic() + 10
         while not monitor.source.is_open and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -71,8 +94,10 @@ def run_live(bundle, out: Path, machine_seconds: float, speed: float, step, brok
             runner.join(timeout=20)
         runtime_log.setLevel(previous_level)
         time.sleep(0.5)
-        watcher.terminate()
-        watcher.wait(timeout=5)
+        for process in (watcher, listener):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=5)
         broker.stop()
         pty.close()
     anomalies = [r for r in received if r.startswith("ANOMALY")]
@@ -109,18 +134,23 @@ def start_watcher(broker_uri: str, label: str, topics: list[str] | None = None):
     cmd = [sys.executable, "-m", "factoryedge", "watch", broker_uri, "--protocol", "3.1.1"]
     for t in topics or []:
         cmd += ["--topic", t]
-    watcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    return start_relay(cmd, label, "subscribed")
+
+
+def start_relay(cmd: list[str], label: str, ready_prefix: str):
+    """``cmd`` in its own process, each output line printed as ``label>``; ready once a line starts ``ready_prefix``."""
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     ready = threading.Event()
     received: list[str] = []
 
     def relay():
-        for line in watcher.stdout:
+        for line in process.stdout:
             line = line.rstrip()
-            if line.startswith("subscribed"):
+            if line.startswith(ready_prefix):
                 ready.set()
                 continue
             received.append(line)
             print(f"    {label}> {line}", flush=True)
 
     threading.Thread(target=relay, daemon=True).start()
-    return watcher, ready, received
+    return process, ready, received
