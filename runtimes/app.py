@@ -34,6 +34,7 @@ from factoryedge.errors import FactoryEdgeError
 from factoryedge.runtimes import messages as msg
 from factoryedge.runtimes.plant.live import NO_LIVE_STATE, LiveState, model_card
 from factoryedge.runtimes.registry import open_sink
+from factoryedge.runtimes.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class DeviceProgram:
         self._periodic: list[tuple[float, Callable[[], None]]] = []
         self._stop = threading.Event()
         self._started = time.time()
+        self.watchdog = Watchdog()  # systemd's READY=1 / WATCHDOG=1; inert outside systemd
         self.web: Any = None  # the WebServer once started (its ``url``), for the demo and tests
         self.sparkplug: Any = None
         self.plant_outputs = [name for name in ("sparkplug", "web") if getattr(profile, name, None) is not None]
@@ -123,11 +125,14 @@ class DeviceProgram:
         reporter.start()
         try:
             self.start_plant_outputs()
+            self.watchdog.ready()
             self.serve()
         finally:
+            self.watchdog.stopping()
             self._stop.set()
             reporter.join(timeout=5.0)
             self.close()
+            self.watchdog.close()
 
     def stop(self) -> None:
         """Ask ``run()`` to end; safe from signal handlers and other threads."""
@@ -184,6 +189,14 @@ class DeviceProgram:
     def watch(self) -> None:
         """Checked on the reporter thread about once a second; subclasses detect failures here."""
 
+    def progress(self) -> Any:
+        """A token that changes while the main loop comes around (the watchdog pings only then)."""
+        return None
+
+    def stuck(self) -> str | None:
+        """Why the program is stuck although ``progress`` may move (e.g. a model call that hangs), or None."""
+        return None
+
     def _report_loop(self) -> None:
         now = time.monotonic()
         health_s = self.profile.mqtt.health_interval_s
@@ -191,6 +204,8 @@ class DeviceProgram:
         jobs = [(health_s, self._send_health)] + self._periodic
         while not self._stop.wait(min(1.0, *(i for i, _ in jobs))):
             self.watch()
+            if self.watchdog.enabled:
+                self.watchdog.check(self.progress(), self.stuck())
             now = time.monotonic()
             for k, (interval, job) in enumerate(jobs):
                 if now < due[k]:

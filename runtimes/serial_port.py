@@ -116,6 +116,7 @@ class SerialPort:
         self.log = logger or log
         self.disconnects = 0
         self.reconnects = 0
+        self.attempts = 0  # opening attempts, first and reconnects
         self._serial: Any = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -210,6 +211,7 @@ class SerialPort:
         delay, attempt, started = self.reconnect_min, 0, time.monotonic()
         while not self._closing.is_set():
             attempt += 1
+            self.attempts += 1  # the reconnect loop is alive (the program's watchdog progress)
             try:
                 ser = self._open_once(serial)
             except SourceError as e:

@@ -102,6 +102,7 @@ class Sorter:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
+        self.scoring_since: float | None = None  # monotonic start of the model call in progress, if any
         self._closed = False
 
     # -- life cycle ----------------------------------------------------------------------
@@ -259,7 +260,11 @@ class Sorter:
         fail = self.config.fail_safe
         try:
             t0 = time.perf_counter()
-            result = self.model.score(part.frame.image)
+            self.scoring_since = time.monotonic()
+            try:
+                result = self.model.score(part.frame.image)
+            finally:
+                self.scoring_since = None
             part.scoring_s = time.perf_counter() - t0
             score, threshold = float(result.score), float(result.threshold)
             verdict = "reject" if result.is_anomalous else "pass"

@@ -18,6 +18,7 @@ stream), nothing in this process would bring it back: the station then stops wit
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from factoryedge.runtimes import messages as msg
@@ -75,6 +76,18 @@ class InspectionStation(DeviceProgram):
         self.live.set_threshold(new)
         log.info("threshold changed by command from %.4g to %.4g", old, new)
         return msg.CommandReply("ok", f"threshold {old:.6g} -> {new:.6g}", {"old": old, "new": new})
+
+    def progress(self) -> Any:
+        # frames captured (or the camera's reconnect attempts) and decisions made
+        cam = dict(getattr(self.camera, "stats", {}) or {})
+        return cam.get("frames"), cam.get("reconnect_attempts"), self.sorter.stats()["decisions"]
+
+    def stuck(self) -> str | None:
+        since = self.sorter.scoring_since
+        limit = max(10.0, 20 * self.profile.inspection.deadline_ms / 1000.0)
+        if since is not None and time.monotonic() - since > limit:
+            return f"the model has been scoring one part for {time.monotonic() - since:.0f} s (limit {limit:g} s)"
+        return None
 
     def watch(self) -> None:
         latest = self.sorter.frames

@@ -214,6 +214,10 @@ class ConditionMonitor(DeviceProgram):
             fields["source_stats"] = {k: int(v) for k, v in stats.items()}
         return fields
 
+    def progress(self) -> Any:
+        # samples scored, or the source's read loop coming around without data (a quiet sensor is not a hang)
+        return self.counters.samples, getattr(self.source, "heartbeat", None)
+
     # -- commands ------------------------------------------------------------------------
 
     def commands(self):

@@ -109,6 +109,7 @@ class SerialSource(UriPlugin):
         self.format: str = opts["format"]
         self.channels: int | None = opts.get("channels")
         self.timeout: float = opts["timeout"]
+        self.polls = 0
         self.wait: bool = opts["wait"]
         self.reconnect_min: float = opts["reconnect_min"]
         self.reconnect_max: float = opts["reconnect_max"]
@@ -142,6 +143,11 @@ class SerialSource(UriPlugin):
     @property
     def disconnects(self) -> int:
         return self._port.disconnects
+
+    @property
+    def heartbeat(self) -> tuple[int, int]:
+        """Changes while the read loop comes around or the port is being reopened: alive, data or not."""
+        return self.polls, self._port.attempts
 
     @property
     def stats(self) -> dict[str, int]:
@@ -193,6 +199,7 @@ class SerialSource(UriPlugin):
             return
         self.open()
         while not self._port.closed:
+            self.polls += 1  # the loop came around: the program's watchdog progress
             try:
                 data = self._port.read()
             except PortLost as e:
