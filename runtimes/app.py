@@ -27,8 +27,11 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from factoryedge.errors import FactoryEdgeError
 from factoryedge.runtimes import messages as msg
@@ -57,6 +60,8 @@ class DeviceProgram:
         self._periodic: list[tuple[float, Callable[[], None]]] = []
         self._stop = threading.Event()
         self._started = time.time()
+        self._latencies: deque[float] = deque(maxlen=2048)  # recent per-input model times, seconds
+        self._latency_lock = threading.Lock()
         self.watchdog = Watchdog()  # systemd's READY=1 / WATCHDOG=1; inert outside systemd
         self.web: Any = None  # the WebServer once started (its ``url``), for the demo and tests
         self.sparkplug: Any = None
@@ -178,13 +183,23 @@ class DeviceProgram:
         stats = self.sink.stats()
         fields = self.health_fields()
         # events the outbox could not store (handed over without waiting, e.g. a full disk)
-        extra = fields.setdefault("extra", {})
-        extra["outbox_store_failed"] = getattr(stats, "store_failed", 0)
-        extra["mqtt_auth_failures"] = getattr(stats, "auth_failures", 0)  # a wrong password, a revoked account
-        extra["mqtt_tls_failures"] = getattr(stats, "tls_failures", 0)  # an untrusted or refused certificate
+        fields.setdefault("extra", {})["outbox_store_failed"] = getattr(stats, "store_failed", 0)
+        with self._latency_lock:
+            recent = np.array(self._latencies, dtype=np.float64)
+        if len(recent):
+            fields["inference_ms_p50"], fields["inference_ms_p99"] = (float(v) for v in
+                                                                       np.percentile(recent, [50, 99]) * 1000.0)
         return msg.health_payload(self.identity, uptime_s=time.time() - self._started,
                                   outbox_depth=stats.outbox_depth, mqtt_reconnects=stats.reconnects,
+                                  oldest_undelivered_s=getattr(stats, "oldest_undelivered_s", None),
+                                  mqtt_auth_failures=getattr(stats, "auth_failures", None),  # a wrong password
+                                  mqtt_tls_failures=getattr(stats, "tls_failures", None),  # an untrusted certificate
                                   commands_refused=getattr(stats, "commands_refused", None), **fields)
+
+    def record_inference(self, seconds: float) -> None:
+        """One model call's time per input (window or part), for health's inference_ms_p50/p99."""
+        with self._latency_lock:
+            self._latencies.append(seconds)
 
     def watch(self) -> None:
         """Checked on the reporter thread about once a second; subclasses detect failures here."""

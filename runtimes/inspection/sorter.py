@@ -77,9 +77,10 @@ class Sorter:
 
     def __init__(self, config: InspectionConfig, model: PartModel, sink: Any, *, camera: Any = None,
                  trigger: TriggerSource | None = None, archive: RejectArchive | None = None,
-                 live: Any = NO_LIVE_STATE) -> None:
+                 live: Any = NO_LIVE_STATE, on_scored: Any = None) -> None:
         self.config = config
         self.live = live  # plant.live.LiveState: what the operator page and Sparkplug show
+        self.on_scored = on_scored  # called with each model call's seconds (the station's health latency)
         self.model = model
         self.sink = sink
         self.identity = sink.identity
@@ -266,6 +267,8 @@ class Sorter:
             finally:
                 self.scoring_since = None
             part.scoring_s = time.perf_counter() - t0
+            if self.on_scored is not None:
+                self.on_scored(part.scoring_s)
             score, threshold = float(result.score), float(result.threshold)
             verdict = "reject" if result.is_anomalous else "pass"
         except DataError as e:

@@ -48,7 +48,8 @@ class InspectionStation(DeviceProgram):
             self.open_sink(sink)
             self.camera = self.own(camera or open_camera(cfg.camera, **cfg.camera_options))
             self.trigger = self.own(trigger or open_trigger(cfg.trigger, self.sink))
-            self.sorter = Sorter(cfg, self.model, self.sink, camera=self.camera, trigger=self.trigger, live=self.live)
+            self.sorter = Sorter(cfg, self.model, self.sink, camera=self.camera, trigger=self.trigger, live=self.live,
+                                 on_scored=self.record_inference)
         log.info("inspection station: model %s %s (threshold %.4g), camera %s, trigger %s, deadline %g ms, "
                  "fail-safe %s", self.model.name, self.model.version, self.model.threshold,
                  cfg.camera, cfg.trigger, cfg.deadline_ms, cfg.fail_safe)

@@ -28,7 +28,12 @@ class HealthPayload(Payload):
     load_1m: float | None = None
     cpu_count: int | None = None
     outbox_depth: int | None = None
+    oldest_undelivered_s: float | None = Field(None, ge=0)
     mqtt_reconnects: int | None = None
+    mqtt_auth_failures: int | None = Field(None, ge=0)
+    mqtt_tls_failures: int | None = Field(None, ge=0)
+    inference_ms_p50: float | None = Field(None, ge=0)
+    inference_ms_p99: float | None = Field(None, ge=0)
     commands_refused: int | None = Field(None, ge=0)
     source_stats: dict[str, int] | None = None
     extra: dict[str, Any] = Field(default_factory=dict)

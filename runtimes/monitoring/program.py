@@ -145,7 +145,9 @@ class ConditionMonitor(DeviceProgram):
                 return []
             t0 = time.perf_counter()
             scores, details = self.model.score(windows)
-            self.live.add_scores(float(ends[-1]), scores, self.debounce.rule, time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            self.record_inference(took / len(scores))
+            self.live.add_scores(float(ends[-1]), scores, self.debounce.rule, took)
             starts = ends - (spec.window - 1) / spec.sample_rate
             c.windows += len(scores)
             c.last_window_end = float(ends[-1])

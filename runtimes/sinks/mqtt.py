@@ -62,6 +62,7 @@ class SinkStats:
     outbox_over_limit: int
     store_failed: int = 0  # events handed over with wait=False that the outbox could not store
     commands_refused: int = 0  # commands answered "rejected" (malformed, over the limits, unknown, refused)
+    oldest_undelivered_s: float | None = None  # age of the oldest event still waiting in the outbox
     auth_failures: int = 0  # connections the broker refused (bad user name or password, not authorised)
     tls_failures: int = 0  # connection attempts that failed in the TLS handshake (see the logged reason)
 
@@ -191,7 +192,8 @@ class MqttSink:
                          outbox_depth=self._final_depth if closed else self.outbox.depth(),
                          outbox_over_limit=self.outbox.over_limit, store_failed=self._writer.failed,
                          commands_refused=self._dispatcher.refused if self._dispatcher else 0,
-                         auth_failures=c["auth_failures"], tls_failures=c["tls_failures"])
+                         auth_failures=c["auth_failures"], tls_failures=c["tls_failures"],
+                         oldest_undelivered_s=None if closed else self.outbox.oldest_age())
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._progress:

@@ -194,6 +194,14 @@ class Outbox:
         self._pending = self._depth_locked()  # re-anchor the running count on the table now and then
         return cur.rowcount
 
+    def oldest_age(self, now: float | None = None) -> float | None:
+        """Seconds since the oldest undelivered message was stored, or None when nothing waits."""
+        with self._lock:
+            oldest = self._query("SELECT min(created) FROM outbox WHERE delivered IS NULL", ())[0][0]
+        if oldest is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) - float(oldest))
+
     def depth(self) -> int:
         """How many messages wait to be delivered."""
         with self._lock:
