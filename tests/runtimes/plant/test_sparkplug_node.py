@@ -222,3 +222,24 @@ def test_bdseq_store_persists_and_wraps(tmp_path):
     assert BdSeqStore(path).next() == 0
     path.write_text("garbage")
     assert BdSeqStore(path).next() == 0
+
+
+def test_broker_outage_reconnects_with_the_next_bdseq_and_births_again(tmp_path, broker, subscribe):
+    sub = subscribe(["spBv1.0/#"])
+    node, live, _ = make_node(tmp_path, broker)
+    node.start()
+    try:
+        wait_until(lambda: of(spb(sub), "DBIRTH"), 15, "BIRTH")
+        broker.restart()
+        live.last_score = 3.0  # changes while the broker is away go out in the new session's BIRTH
+        wait_until(lambda: node.births == 2, 20, "a BIRTH sequence in the new session")
+        assert node._session_bdseq == 1
+        assert json.loads((tmp_path / "state" / "sparkplug-G1-edge-7.bdseq.json").read_text()) == {"bdSeq": 1}
+        # the subscriber may have come back after that BIRTH (QoS 0 is not queued): ask again
+        wait_until(lambda: sub.count("connected") >= 2, 15, "the subscriber to reconnect")
+        publish(broker, NCMD, command([("Node Control/Rebirth", BOOLEAN, True)]), tmp_path)
+        wait_until(lambda: [m.bdseq for m in of(spb(sub), "NBIRTH")][-1:] == [1], 10, "an NBIRTH with bdSeq 1")
+    finally:
+        node.close()
+    last = of(spb(sub), "DBIRTH")[-1]
+    assert last.seq == 1 and last.value("Anomaly/Score") == 3.0
