@@ -256,13 +256,15 @@ class SparkplugNode:
         """NDEATH with this session's bdSeq (QoS 1, waited for), then DISCONNECT (MQTT 5: with the Will)."""
         self._birthed = False
         self._ending = True
-        if self._connected and self._session_bdseq is not None:
-            info = self._publish("NDEATH", self._death(self._session_bdseq), qos=1)
-            try:
-                if info is not None:
-                    info.wait_for_publish(timeout=NDEATH_WAIT_S)
-            except (RuntimeError, ValueError) as e:
-                log.warning("sparkplug: NDEATH not confirmed: %s", e)
+        if not self._connected or self._session_bdseq is None:
+            self._client.disconnect()  # stops paho's connection attempts; nothing to say on the wire
+            return
+        info = self._publish("NDEATH", self._death(self._session_bdseq), qos=1)
+        try:
+            if info is not None:
+                info.wait_for_publish(timeout=NDEATH_WAIT_S)
+        except (RuntimeError, ValueError) as e:
+            log.warning("sparkplug: NDEATH not confirmed: %s", e)
         reason = None
         if self.settings.protocol == "5":
             # Sparkplug 3.0 with MQTT 5: a DISCONNECT must ask for the Will (reason 0x04)
@@ -270,7 +272,7 @@ class SparkplugNode:
             from paho.mqtt.reasoncodes import ReasonCode
             reason = ReasonCode(PacketTypes.DISCONNECT, identifier=4)
         self._client.disconnect(reasoncode=reason)
-        log.info("sparkplug: session ended (%s), NDEATH bdSeq %s", why, self._session_bdseq)
+        log.info("sparkplug: session ended (%s) with NDEATH bdSeq %s", why, self._session_bdseq)
 
     # -- MQTT callbacks (paho's network thread: flags and queues only) -----------------------
 
