@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import queue
+import re
 import threading
 import time
 from typing import Any
@@ -70,7 +71,7 @@ class SparkplugNode:
         options = dict(profile.mqtt.options if self.cfg.options is None else self.cfg.options)
         if self.cfg.options is None:
             options = {k: v for k, v in options.items() if k not in _SINK_ONLY}
-        options.setdefault("client_id", f"{node}-spb")
+        options.setdefault("client_id", re.sub(r"[^A-Za-z0-9._-]", "-", node) + "-spb")  # ':' is a valid node id
         self.settings = parse_mqtt_uri(self.cfg.uri or profile.mqtt.uri, identity=profile.identity, **options).mqtt
         self.bdseq = BdSeqStore(profile.mqtt.outbox.parent / f"sparkplug-{group}-{node}.bdseq.json")
         self.refused = 0

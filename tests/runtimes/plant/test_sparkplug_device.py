@@ -86,6 +86,7 @@ def test_killed_device_leaves_ndeath_restart_increments_bdseq_and_dcmd_sets_thre
     wait_until(lambda: len(of(spb(), "NDEATH")) >= 2, 10, "the NDEATH of the orderly shutdown")
     msgs = spb()
     assert [m.bdseq for m in of(msgs, "NDEATH")][1:] == [1] * (len(of(msgs, "NDEATH")) - 1)
+    assert all(m.qos == 1 and not m.retain for m in of(msgs, "NDEATH"))
     assert [m.kind for m in msgs][:2] == ["NBIRTH", "DBIRTH"]
     sessions_are_consistent(msgs)
     dbirth = of(msgs, "DBIRTH")[0]

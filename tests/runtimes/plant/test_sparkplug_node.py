@@ -153,9 +153,12 @@ def test_primary_host_state_gates_births_and_host_loss_restarts_the_session(tmp_
     node, live, _ = make_node(tmp_path, broker, primary_host_id="scada-1")
     node.start()
     try:
-        wait_until(lambda: node._host_timestamp == t0, 15, "the node to read the retained offline STATE")
-        node._wake.set()
-        wait_until(lambda: node._subscribed, 5, "the subscription")
+        wait_until(lambda: node._host_timestamp == t0 and node._subscribed, 15,
+                   "the node to read the retained offline STATE")
+        # a round trip through the node's reporting thread: a node that ignored STATE would
+        # have published its NBIRTH before it handled this command
+        publish(broker, NCMD, b"\xff not protobuf", tmp_path)
+        wait_until(lambda: node.refused == 1 and sub.messages(NCMD), 10, "the node to refuse a command")
         assert node.births == 0 and not of(spb(sub), "NBIRTH")
         publish(broker, host, state(True, t0 + 1), tmp_path, retain=True)
         wait_until(lambda: of(spb(sub), "DBIRTH"), 10, "BIRTHs once the primary host is online")
