@@ -28,7 +28,6 @@ failure is logged: the node never stops or slows scoring.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -39,7 +38,7 @@ from typing import Any
 
 from factoryedge.runtimes.plant import sparkplug_metrics as sm
 from factoryedge.runtimes.plant import sparkplug_schema as schema
-from factoryedge.runtimes.plant.sparkplug_state import BdSeqStore
+from factoryedge.runtimes.plant.sparkplug_state import BdSeqStore, parse_state
 from factoryedge.runtimes.sinks.mqtt_config import parse_mqtt_uri
 from factoryedge.runtimes.sinks.paho_client import import_paho, make_client, no_delay
 
@@ -334,12 +333,9 @@ class SparkplugNode:
 
     def _on_state(self, data: bytes) -> None:
         try:
-            state = json.loads(data)
-            online, stamp = state["online"], state.get("timestamp")
-            if not isinstance(online, bool) or not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
-                raise ValueError("online must be true/false and timestamp a number")
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            self.refuse(f"STATE {data[:80]!r} is not Sparkplug 3.0 JSON {{\"online\": true, \"timestamp\": ms}}: {e}")
+            online, stamp = parse_state(data)
+        except ValueError as e:
+            self.refuse(str(e))
             return
         if self._host_timestamp is not None and stamp < self._host_timestamp:
             log.info("sparkplug: ignoring an older STATE (timestamp %s < %s)", stamp, self._host_timestamp)

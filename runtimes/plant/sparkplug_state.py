@@ -1,4 +1,4 @@
-"""The Sparkplug edge node's one piece of state that must survive a restart: the last bdSeq used.
+"""Session state of the Sparkplug edge node: the last bdSeq used (kept on disk), the primary host's STATE.
 
 Sparkplug 3.0 wants ``bdSeq`` to grow by one on every MQTT CONNECT (wrapping 255 -> 0), so a
 host can tell the NDEATH of a killed process from the BIRTH of its successor. The value is
@@ -59,3 +59,21 @@ class BdSeqStore:
             if not self._write_failed:
                 log.warning("sparkplug: cannot keep bdSeq in %s (%s); a restart will begin at 0 again", self.path, e)
                 self._write_failed = True
+
+
+def parse_state(data: bytes) -> tuple[bool, float]:
+    """(online, timestamp in ms) of a Sparkplug 3.0 STATE payload; ValueError saying what a valid one is.
+
+    3.0 hosts publish JSON ``{"online": true, "timestamp": 1712...}``; the plain ``ONLINE`` /
+    ``OFFLINE`` text of Sparkplug 2.2 hosts is refused, since it carries no timestamp to
+    order a late Will against a newer birth.
+    """
+    try:
+        state = json.loads(data)
+        online, stamp = state["online"], state["timestamp"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        online = stamp = None
+    if not isinstance(online, bool) or isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
+        raise ValueError(f"STATE {data[:80]!r} is not Sparkplug 3.0 JSON like "
+                         '{"online": true, "timestamp": 1712345678901}')
+    return online, stamp

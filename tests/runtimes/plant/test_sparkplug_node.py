@@ -9,11 +9,13 @@ import json
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from factoryedge.runtimes.messages import CommandReply, Identity
 from factoryedge.runtimes.plant.config import SparkplugConfig
 from factoryedge.runtimes.plant.live import LiveState
 from factoryedge.runtimes.plant.sparkplug import SparkplugNode
-from factoryedge.runtimes.plant.sparkplug_state import BdSeqStore
+from factoryedge.runtimes.plant.sparkplug_state import BdSeqStore, parse_state
 from tests.support.broker import wait_until
 from tests.support.sparkplug import BOOLEAN, DOUBLE, STRING, command, decode, of, publish
 
@@ -246,3 +248,10 @@ def test_broker_outage_reconnects_with_the_next_bdseq_and_births_again(tmp_path,
         node.close()
     last = of(spb(sub), "DBIRTH")[-1]
     assert last.seq == 1 and last.value("Anomaly/Score") == 3.0
+
+
+def test_state_payloads():
+    assert parse_state(b'{"online": true, "timestamp": 1712345678901}') == (True, 1712345678901)
+    for bad in (b"ONLINE", b'{"online": "yes", "timestamp": 1}', b'{"online": true}', b"\xff", b"[]"):
+        with pytest.raises(ValueError, match="Sparkplug 3.0 JSON"):
+            parse_state(bad)
