@@ -85,6 +85,7 @@ class SparkplugNode:
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=1000)
         self._worker: threading.Thread | None = None
         self._session_bdseq: int | None = None
+        self._connect_failed = False
         self._connected = False
         self._subscribed = False
         self._sub_mid: int | None = None
@@ -101,6 +102,7 @@ class SparkplugNode:
         self._warned_at = -math.inf
         self._suppressed = 0
         self.births = 0  # BIRTH sequences sent (for the tests and the log)
+        self.connect_failures = 0  # connection attempts that never reached a broker
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class SparkplugNode:
         self._client = make_client(self._mqtt, self.settings, self.topics["NDEATH"], b"")
         self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
@@ -282,13 +285,20 @@ class SparkplugNode:
         self._client.loop_start()
 
     def _on_pre_connect(self, client: Any, userdata: Any) -> None:
-        # every CONNECT carries a new bdSeq in its Will, kept on disk before it is used
-        self._session_bdseq = self.bdseq.next()
+        # every CONNECT carries a new bdSeq in its Will, kept on disk before it is used; an
+        # attempt whose socket never opened sent no CONNECT, so the next one reuses its number
+        if not self._connect_failed or self._session_bdseq is None:
+            self._session_bdseq = self.bdseq.next()
+        self._connect_failed = False
         client.will_set(self.topics["NDEATH"], self._death(self._session_bdseq), qos=1, retain=False)
         self._connected = self._subscribed = self._birthed = self._ending = False
         self._host_seen_online = False
         if self.state_topic is not None:
             self._host_online = False
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self._connect_failed = True
+        self.connect_failures += 1
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:

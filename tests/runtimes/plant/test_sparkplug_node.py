@@ -255,3 +255,19 @@ def test_state_payloads():
     for bad in (b"ONLINE", b'{"online": "yes", "timestamp": 1}', b'{"online": true}', b"\xff", b"[]"):
         with pytest.raises(ValueError, match="Sparkplug 3.0 JSON"):
             parse_state(bad)
+
+
+def test_connection_attempts_that_never_reach_a_broker_use_no_bdseq(tmp_path, broker, subscribe):
+    broker.stop()  # the node starts while the broker is down: TCP refused, no CONNECT sent
+    node, _, _ = make_node(tmp_path, broker)
+    node.start()
+    try:
+        wait_until(lambda: node.connect_failures >= 2, 10, "refused connection attempts")
+        broker.start()
+        sub = subscribe(["spBv1.0/#"])
+        wait_until(lambda: node.births == 1, 20, "BIRTH once the broker is up")
+        assert node._session_bdseq == 0
+    finally:
+        node.close()
+    wait_until(lambda: of(spb(sub), "NDEATH"), 10, "NDEATH")
+    assert of(spb(sub), "NDEATH")[0].bdseq == 0
