@@ -27,6 +27,7 @@ COMMANDS = {
     "sign-command": ("sign_command", "sign a command for a device whose profile requires signed commands"),
     "run": ("run", "run the device program from a profile: sensor in, anomalies out; or camera in, pass/reject decisions out"),
     "watch": ("watch", "print the anomalies and status that devices publish to a broker"),
+    "sparkplug-listen": ("sparkplug_listen", "print the Sparkplug B messages on a broker, decoded (as a SCADA host sees them)"),
     "simulate-sensor": ("simulate_sensor", "stream a simulated or recorded vibration sensor to a pty or serial port"),
     "build-engine": ("build_engine", "build a TensorRT engine for this device from a bundle (on the Jetson that runs it)"),
     "doctor": ("doctor",
