@@ -1,0 +1,79 @@
+"""Plain HTTP over loopback, a condition-monitor profile with ``web:``, and the program's own server."""
+from __future__ import annotations
+
+import http.client
+import json
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import numpy as np
+import yaml
+
+from factoryedge.data.loaders import save_npz
+from factoryedge.data.recording import Recording
+from factoryedge.data.simulator import simulate_bearing
+from tests.support.broker import wait_until
+from tests.support.sim_model import RPM, SAMPLE_RATE
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        assert self.headers.get("content-type", "").startswith("application/json"), self.headers
+        return json.loads(self.body)
+
+
+def request(base_url: str, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> Response:
+    """One request with ``path`` sent exactly as given (no client-side normalising of ``..``)."""
+    u = urlsplit(base_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+def alternating_replay(tmp_path, cycles: int = 4, seg_s: float = 3.0):
+    """Healthy and faulty stretches in turn, so scores cross the threshold and events are raised."""
+    parts = []
+    for i in range(cycles):
+        parts.append(simulate_bearing(seg_s, sample_rate=SAMPLE_RATE, rpm=RPM, seed=600 + i).signal)
+        parts.append(simulate_bearing(seg_s, sample_rate=SAMPLE_RATE, rpm=RPM, fault="inner_race",
+                                      severity=1.0, seed=700 + i).signal)
+    rec = Recording(np.concatenate(parts), SAMPLE_RATE, ("x",), "alternating", "unknown")
+    return save_npz(rec, tmp_path / "alternating.npz")
+
+
+def monitor_profile(tmp_path, bundle, broker, replay, **web):
+    """A condition monitor replaying ``replay`` in a loop at real time, with a ``web`` section."""
+    profile = {
+        "identity": {"site": "plant1", "line": "l2", "machine": "pump-7", "device_id": "edge-7"},
+        "sensor": {"uri": f"replay://{replay}?speed=1&block=512&loop=true"},
+        "model": {"bundle": str(bundle.path)},
+        "scoring": {"baseline": {"mode": "off"}, "clear_windows": 5},
+        "mqtt": {"uri": broker.url, "outbox": str(tmp_path / "outbox.sqlite"),
+                 "options": {"reconnect_min": 0.05, "reconnect_max": 0.5},
+                 "telemetry_interval_s": 1, "health_interval_s": 1},
+        "web": {"port": 0, **web},
+    }
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+def program_web(program, timeout: float = 30.0):
+    """The ``WebServer`` the program's shell started for its ``web:`` section, once it is up."""
+    from factoryedge.runtimes.plant.web import WebServer
+
+    def started():
+        # the shell keeps what it opened in its resource list; there is no public accessor yet
+        return next((r for r in list(program._resources) if isinstance(r, WebServer) and r._server), None)
+
+    return wait_until(started, timeout, "the program's web server to start")
