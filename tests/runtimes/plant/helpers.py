@@ -77,3 +77,80 @@ def program_web(program, timeout: float = 30.0):
         return next((r for r in list(program._resources) if isinstance(r, WebServer) and r._server), None)
 
     return wait_until(started, timeout, "the program's web server to start")
+
+
+STATION_BASE = "factoryedge/v1/s1/l1/sorter1"
+FRAMES_PER_PART, FPS = 3, 30.0
+
+
+def parts_video(path, parts: int = 12, defective=frozenset({1, 4, 7, 10})):
+    """A lossless video of ``parts`` parts, ``FRAMES_PER_PART`` frames each; the defective ones have a pit."""
+    import cv2
+
+    from tests.support.image_bundle import uniform_part
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), FPS, (128, 96))
+    assert writer.isOpened()
+    for p in range(parts):
+        image = uniform_part(seed=p, defect=p in defective)
+        for _ in range(FRAMES_PER_PART):
+            writer.write(image)
+    writer.release()
+    return path
+
+
+def station_profile(tmp_path, bundle, broker, video, **web):
+    """An inspection station on a looping video, triggered over MQTT, archiving rejects, with ``web``."""
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump({
+        "kind": "inspection",
+        "identity": {"site": "s1", "line": "l1", "machine": "sorter1", "device_id": "d1"},
+        "inspection": {"camera": f"file://{video}?realtime=true&loop=true", "trigger": "mqtt",
+                       "deadline_ms": 400, "frame_max_wait_ms": 200,
+                       "archive": {"dir": str(tmp_path / "rejects"), "max_items": 50}},
+        "model": {"bundle": str(bundle.path), "backend": "onnxruntime"},
+        "mqtt": {"uri": broker.url, "outbox": str(tmp_path / "station-outbox.sqlite"), "health_interval_s": 1,
+                 "options": {"reconnect_min": 0.05, "reconnect_max": 0.2}},
+        "web": {"port": 0, **web},
+    }))
+    return path
+
+
+def plc(broker, tmp_path, parts: int = 12):
+    """A software PLC in its own process, triggering one part per part on the video."""
+    import subprocess
+
+    from factoryedge.runtimes.devkit.plc import Plan
+
+    plan = Plan(broker.url, STATION_BASE, parts=parts, period=FRAMES_PER_PART / FPS, digits=2,
+                report=tmp_path / "plc.json", quiet=True)
+    return subprocess.Popen(plan.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def drive_parts_until(broker, tmp_path, condition, timeout: float, what: str):
+    """Run the PLC (again, whenever a run ends) until ``condition()`` holds.
+
+    Restarting covers triggers sent before the station's subscription was in place; the
+    station answers each part it hears, so a run after that one is enough.
+    """
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    proc = None
+    try:
+        while True:
+            if condition():
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
+            if proc is None or proc.poll() is not None:
+                proc = plc(broker, tmp_path)
+            time.sleep(0.05)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            proc.wait(10)
+            proc.stderr.close()
