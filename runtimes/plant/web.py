@@ -184,6 +184,7 @@ class WebServer:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "factoryedge"
     protocol_version = "HTTP/1.1"
+    timeout = 30  # an idle keep-alive connection frees its thread
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._answer(lambda app, url: app.get(url.path, parse_qs(url.query, keep_blank_values=True)))
@@ -203,6 +204,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, route: Any) -> None:
         app: WebServer = self.server.app  # type: ignore[attr-defined]
         try:
+            if app._server is None:  # a browser's keep-alive connection outlived close()
+                self.close_connection = True
+                raise HttpError(503, "the device program is stopping")
             status, body, ctype = route(app, urlsplit(self.path))
         except HttpError as e:
             status, body, ctype = _json(e.status, {"error": str(e)})
@@ -217,6 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Security-Policy", _CSP)
         if status == 401:
             self.send_header("WWW-Authenticate", 'Bearer realm="factoryedge operator"')
+        if self.command == "POST" and status >= 400:
+            # a refused body may not have been read: the connection cannot carry another request
+            self.close_connection = True
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 

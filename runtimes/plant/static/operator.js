@@ -93,6 +93,7 @@ function render(s) {
   for (const b of s.timeline) { bins.set(b.t, b); if (lastT === null || b.t > lastT) lastT = b.t; }
   drawTimeline(s.now, s.threshold, s.bin_s);
   renderEvents(s);
+  $("events-card").hidden = inspection && s.events_total === 0;
   $("inspection-card").hidden = !inspection;
   if (inspection) renderInspection(s);
 }
@@ -163,7 +164,9 @@ async function loadRejects() {
     $("gallery").replaceChildren(...data.rejects.map((x) => el("figure", {class: "reject", "data-part-id": x.part_id},
       el("div", {class: "pics"}, el("img", {src: x.frame, alt: `frame of ${x.part_id}`}),
         x.heatmap ? el("img", {src: x.heatmap, alt: `heatmap of ${x.part_id}`}) : null),
-      el("figcaption", {}, el("strong", {}, x.part_id), ` · score ${fmt(x.score)} · ${x.reason}`, el("br"),
+      el("figcaption", {}, el("strong", {}, x.part_id),
+        x.score == null ? ` · ${x.reason}` : ` · score ${fmt(x.score)} (threshold ${fmt(x.threshold)})`,
+        x.reason === "score" ? "" : ` · reason: ${x.reason}`, el("br"),
         (x.time_utc || "").replace("T", " ").slice(0, 19)))));
   } catch (e) {
     set("gallery-note", `(could not load: ${e.message})`);

@@ -199,3 +199,25 @@ def test_non_finite_scores_do_not_break_the_json(serve):
     program.live.add_scores(time.time(), np.array([np.nan], np.float32), ScoreRule(threshold=2.0), 0.001)
     state = request(serve(program).url, "GET", "/api/state")
     assert state.status == 200 and state.json()["last_score"] is None
+
+
+def test_a_kept_alive_connection_is_refused_once_the_server_closes():
+    import http.client
+
+    program = Program()
+    server = WebServer(WebConfig(port=0), program.live, program.execute).start()
+    host, port = server.url[len("http://"):-1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", "/api/state")
+        assert conn.getresponse().status == 200
+        server.close()
+        server.close()  # idempotent
+        try:
+            conn.request("GET", "/api/state")
+            r = conn.getresponse()
+        except (ConnectionError, http.client.HTTPException):
+            return  # the connection went with the server: equally fine
+        assert r.status == 503 and b"stopping" in r.read()
+    finally:
+        conn.close()
