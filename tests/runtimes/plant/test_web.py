@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 
 import numpy as np
@@ -221,3 +222,16 @@ def test_a_kept_alive_connection_is_refused_once_the_server_closes():
         assert r.status == 503 and b"stopping" in r.read()
     finally:
         conn.close()
+
+
+def test_metrics_without_prometheus_client_name_the_extra(monkeypatch, serve):
+    from factoryedge.errors import BackendUnavailableError
+
+    for name in ("prometheus_client", "prometheus_client.core"):
+        monkeypatch.setitem(sys.modules, name, None)
+    program = Program()
+    with pytest.raises(BackendUnavailableError, match=r"factoryedge\[ui\]"):
+        WebServer(WebConfig(port=0), program.live, program.execute)
+    # the page alone needs only the standard library
+    server = serve(program, metrics=False)
+    assert request(server.url, "GET", "/").status == 200 and request(server.url, "GET", "/metrics").status == 404
