@@ -89,11 +89,10 @@ class WebServer:
 
     def start(self) -> WebServer:
         try:
-            server = ThreadingHTTPServer((self.config.host, self.config.port), _Handler)
+            server = _Server((self.config.host, self.config.port), _Handler)
         except OSError as e:
             raise ConfigError(f"web: cannot listen on {self.config.host}:{self.config.port} ({e.strerror or e}); "
                               "choose a free port (web.port, 0 for any) or another web.host") from None
-        server.daemon_threads = True
         server.app = self  # type: ignore[attr-defined]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -179,6 +178,14 @@ class WebServer:
         reply = self.execute("set_threshold", {"threshold": float(value)}, "operator page")
         status = {"ok": 200, "accepted": 202, "rejected": 400}.get(reply.status, 500)
         return _json(status, {"status": reply.status, "message": reply.message, "result": reply.result})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a hung client never holds up the program's exit
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a browser that went away mid-answer (reset, broken pipe): not worth a traceback on stderr
+        log.debug("web: connection from %s ended with an error", client_address[0], exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
