@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import math
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,11 +86,12 @@ class WebServer:
         if self._server is None:
             raise ConfigError("the web server is not started; call start() first")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
     def start(self) -> WebServer:
         try:
-            server = _Server((self.config.host, self.config.port), _Handler)
+            cls = _Server6 if ":" in self.config.host else _Server
+            server = cls((self.config.host, self.config.port), _Handler)
         except OSError as e:
             raise ConfigError(f"web: cannot listen on {self.config.host}:{self.config.port} ({e.strerror or e}); "
                               "choose a free port (web.port, 0 for any) or another web.host") from None
@@ -186,6 +188,10 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a browser that went away mid-answer (reset, broken pipe): not worth a traceback on stderr
         log.debug("web: connection from %s ended with an error", client_address[0], exc_info=True)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -235,3 +235,12 @@ def test_metrics_without_prometheus_client_name_the_extra(monkeypatch, serve):
     # the page alone needs only the standard library
     server = serve(program, metrics=False)
     assert request(server.url, "GET", "/").status == 200 and request(server.url, "GET", "/metrics").status == 404
+
+
+def test_binds_an_ipv6_address(serve):
+    try:
+        server = serve(Program(), host="::1")
+    except ConfigError as e:
+        pytest.skip(f"no IPv6 loopback here: {e}")
+    assert server.url.startswith("http://[::1]:")
+    assert request(server.url, "GET", "/api/state").json()["kind"] == "condition_monitoring"
