@@ -38,7 +38,8 @@ def artifacts() -> Path:
 
 
 @pytest.fixture
-def browser():
+def browser(monkeypatch):
+    monkeypatch.setenv("SE_OFFLINE", "true")  # belt and braces: Selenium Manager must never fetch a driver
     webdriver = pytest.importorskip("selenium.webdriver")
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
     if missing:
