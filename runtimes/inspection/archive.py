@@ -75,6 +75,41 @@ class RejectArchive:
         with self._lock:
             return [stem for stem, _ in self._entries]
 
+    def recent(self, n: int = 20) -> list[dict[str, Any]]:
+        """The newest ``n`` entries, newest first: ``{"stem", "record", "files"}``.
+
+        ``record`` is the archived decision; ``files`` maps ``"frame"``/``"heatmap"`` to file
+        names in the archive directory (``heatmap`` only where one was written). An entry
+        evicted while this reads is left out rather than reported half.
+        """
+        with self._lock:
+            stems = [stem for stem, _ in self._entries[-max(0, int(n)):]] if n > 0 else []
+        out = []
+        for stem in reversed(stems):
+            try:
+                record = json.loads((self.dir / f"{stem}.json").read_text())
+            except (OSError, ValueError):
+                continue
+            files = {"frame": f"{stem}.png"}
+            if (self.dir / f"{stem}.heat.png").is_file():
+                files["heatmap"] = f"{stem}.heat.png"
+            out.append({"stem": stem, "record": record, "files": files})
+        return out
+
+    def file(self, name: str) -> Path | None:
+        """The path of ``name`` if it is one of the archived entries' files, else None.
+
+        Only names the archive itself listed resolve, so a caller serving files by name (the
+        operator page) cannot be led outside the directory.
+        """
+        stem = _stem_of(name)
+        if stem is None or name.startswith(".tmp-"):
+            return None
+        with self._lock:
+            listed = any(s == stem for s, _ in self._entries)
+        path = self.dir / name
+        return path if listed and path.is_file() else None
+
     def _scan(self) -> None:
         """Pick up what an earlier run left, drop half-written leftovers, and apply the bounds."""
         try:
