@@ -157,13 +157,15 @@ class DeviceProgram:
         """Open the profile's Sparkplug node and web server (owned: closed before the sink)."""
         if "sparkplug" in self.plant_outputs:
             from factoryedge.runtimes.plant.sparkplug import SparkplugNode
-            self.sparkplug = self.own(SparkplugNode(self.profile, self.live, self.execute))
-            self.sparkplug.start()
+            node = self.own(SparkplugNode(self.profile, self.live, self.execute))
+            node.start()
+            self.sparkplug = node
         if "web" in self.plant_outputs:
             from factoryedge.runtimes.plant.web import WebServer
-            self.web = self.own(WebServer(self.profile.web, self.live, self.execute, archive=self.reject_archive()))
-            self.web.start()
-            log.info("operator page and metrics at %s", self.web.url)
+            web = self.own(WebServer(self.profile.web, self.live, self.execute, archive=self.reject_archive()))
+            web.start()
+            self.web = web  # set once serving: the demo and tests read its url
+            log.info("operator page and metrics at %s", web.url)
 
     def reject_archive(self) -> Any:
         """The program's reject archive for the operator page's gallery, or None."""

@@ -189,6 +189,22 @@ class LiveState:
 
     # -- read by the outputs -----------------------------------------------------------------
 
+    def counters(self) -> dict[str, Any]:
+        """Copies taken together under the lock: windows_scored, events, decisions and both latency histograms."""
+        def copy(h: Histogram) -> Histogram:
+            out = Histogram(h.bounds)
+            out.counts, out.total, out.n = list(h.counts), h.total, h.n
+            return out
+
+        with self._lock:
+            return {"windows_scored": self.windows_scored, "events": dict(self.events),
+                    "decisions": dict(self.decisions), "scoring_latency": copy(self.scoring_latency),
+                    "decision_latency": copy(self.decision_latency)}
+
+    def events_total(self) -> int:
+        with self._lock:
+            return sum(self.events.values())
+
     def verdicts(self) -> dict[str, int]:
         """Decisions by verdict: ``{"pass": n, "reject": m}``."""
         with self._lock:

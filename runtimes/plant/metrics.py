@@ -62,24 +62,25 @@ class LiveCollector:
         m.add_metric([], info)
         yield m
 
-        # dict() copies are single C-level operations: consistent enough against the writer thread
+        counts = live.counters()  # one consistent copy against the scoring thread
         windows = core.CounterMetricFamily(PREFIX + "windows_scored", "Windows (or parts) scored since start")
-        windows.add_metric([], live.windows_scored)
+        windows.add_metric([], counts["windows_scored"])
         yield windows
         events = core.CounterMetricFamily(PREFIX + "events", "Anomaly events published, by severity",
                                           labels=["severity"])
-        for severity, n in sorted(dict(live.events).items()):
+        for severity, n in sorted(counts["events"].items()):
             events.add_metric([severity], n)
         yield events
         decisions = core.CounterMetricFamily(PREFIX + "decisions", "Pass/reject decisions published",
                                              labels=["verdict", "reason"])
-        for (verdict, reason), n in sorted(dict(live.decisions).items()):
+        for (verdict, reason), n in sorted(counts["decisions"].items()):
             decisions.add_metric([verdict, reason], n)
         yield decisions
 
         yield self._histogram("scoring_latency_seconds", "Model time per scored window or part",
-                              live.scoring_latency)
-        yield self._histogram("decision_latency_seconds", "Trigger to published decision", live.decision_latency)
+                              counts["scoring_latency"])
+        yield self._histogram("decision_latency_seconds", "Trigger to published decision",
+                              counts["decision_latency"])
 
         for name, value, doc in (
                 ("anomaly_score", live.last_score, "The last anomaly score"),
@@ -99,7 +100,6 @@ class LiveCollector:
 
     def _histogram(self, name: str, doc: str, hist: Any) -> Any:
         buckets = hist.cumulative()
-        # the +Inf bucket is the count, so count and buckets agree even mid-update
         return self._core.HistogramMetricFamily(PREFIX + name, doc, buckets=buckets, sum_value=hist.total)
 
     def _reject_rate(self) -> float | None:

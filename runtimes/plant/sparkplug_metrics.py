@@ -51,7 +51,7 @@ def _decision(field: str) -> Callable[[Any], Any]:
 
 
 def _events(live: Any) -> int:
-    return sum(list(live.events.values()))
+    return live.events_total()
 
 
 def _float(read: Callable[[Any], Any]) -> Callable[[Any], Any]:

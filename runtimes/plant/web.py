@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from factoryedge.errors import ConfigError
+from factoryedge.runtimes.plant.config import read_operator_token
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class WebServer:
 
     def __init__(self, config: Any, live: Any, execute: Any, archive: Any = None) -> None:
         self.config, self.live, self.execute, self.archive = config, live, execute, archive
-        self.token = _read_token(config.operator_token_file)
+        self.token = read_operator_token(config.operator_token_file) if config.operator_token_file else None
         self.metrics = None
         if config.metrics:
             from factoryedge.runtimes.plant.metrics import MetricsExporter
@@ -177,7 +178,8 @@ class WebServer:
         value = data["threshold"]
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise HttpError(400, f"threshold must be a finite number, got {_short(value)}")
-        reply = self.execute("set_threshold", {"threshold": float(value)}, "operator page")
+        # the token authenticated the operator: allowed even where MQTT commands must be signed
+        reply = self.execute("set_threshold", {"threshold": float(value)}, "operator page", authenticated=True)
         status = {"ok": 200, "accepted": 202, "rejected": 400}.get(reply.status, 500)
         return _json(status, {"status": reply.status, "message": reply.message, "result": reply.result})
 
@@ -297,14 +299,3 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _read_token(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as e:
-        raise ConfigError(f"web.operator_token_file {path}: cannot read it ({e.strerror or e})") from None
-    if len(token) < 8:
-        raise ConfigError(f"web.operator_token_file {path} holds {len(token)} characters; an operator token "
-                          "needs at least 8 (e.g. from: openssl rand -hex 16)")
-    return token

@@ -70,20 +70,7 @@ def monitor_profile(tmp_path, bundle, broker, replay, **web):
 
 def program_web(program, timeout: float = 30.0):
     """The ``WebServer`` the program's shell started for its ``web:`` section, once it is up."""
-    from factoryedge.errors import ConfigError
-    from factoryedge.runtimes.plant.web import WebServer
-
-    def started():
-        # the shell keeps what it opened in its resource list; there is no public accessor yet
-        for resource in list(program._resources):
-            if isinstance(resource, WebServer):
-                try:
-                    return resource.url and resource
-                except ConfigError:  # owned, not yet started
-                    return None
-        return None
-
-    return wait_until(started, timeout, "the program's web server to start")
+    return wait_until(lambda: program.web, timeout, "the program's web server to start")
 
 
 STATION_BASE = "factoryedge/v1/s1/l1/sorter1"

@@ -30,10 +30,10 @@ class Program:
     def __init__(self, kind: str = "condition_monitoring") -> None:
         self.live = LiveState(IDENTITY, kind)
         self.live.set_threshold(2.0)
-        self.calls: list[tuple[str, dict, str]] = []
+        self.calls: list[tuple[str, dict, str, bool]] = []
 
-    def execute(self, name: str, args: dict, origin: str) -> msg.CommandReply:
-        self.calls.append((name, args, origin))
+    def execute(self, name: str, args: dict, origin: str, authenticated: bool = False) -> msg.CommandReply:
+        self.calls.append((name, args, origin, authenticated))
         try:
             command = msg.parse_command(json.dumps({"command": name, "args": args}))
         except msg.CommandRefused as e:
@@ -126,7 +126,8 @@ def test_threshold_change_needs_the_right_token(serve, tmp_path, caplog):
         r = request(server.url, "POST", "/api/threshold", body, {"Authorization": f"Bearer {TOKEN}"})
         assert r.status == 200, r.body
         assert r.json() == {"status": "ok", "message": "threshold changed", "result": {"new": 3.5}}
-    assert program.calls == [("set_threshold", {"threshold": 3.5}, "operator page")]
+    # authenticated: the token stands for the operator, so even a signed-commands device takes it
+    assert program.calls == [("set_threshold", {"threshold": 3.5}, "operator page", True)]
     assert program.live.threshold == 3.5
     assert request(server.url, "GET", "/api/state").json()["threshold"] == 3.5
     assert TOKEN not in caplog.text and "wrong-token" not in caplog.text
@@ -157,7 +158,7 @@ def test_a_short_or_missing_token_file_fails_at_start(tmp_path):
     program = Program()
     with pytest.raises(ConfigError, match="cannot read"):
         WebServer(WebConfig(port=0, operator_token_file=tmp_path / "absent"), program.live, program.execute)
-    with pytest.raises(ConfigError, match="at least 8"):
+    with pytest.raises(ConfigError, match="at least 16 characters"):
         WebServer(WebConfig(port=0, operator_token_file=token_file(tmp_path, "abc")), program.live, program.execute)
 
 
