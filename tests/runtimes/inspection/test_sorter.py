@@ -107,10 +107,17 @@ def test_unreadable_image_before_the_answering_frame_is_a_corrupt_frame(tmp_path
     # img_001 is a truncated PNG: the camera skips it, so img_002 may show the next part
     sorter, sink, _ = make(tmp_path, [40, None, 50], fps=20)
     try:
-        for i in range(12):
-            sorter.handle(trigger(f"c{i}"))
+        # Trigger until a part was answered by img_002 (the frame after the unreadable one).
+        # A busy machine slows the camera, so a fixed number of triggers may never reach it;
+        # each trigger waits for its decision, so the camera moves on between them.
+        sent = 0
+        while sent < 400:
+            sorter.handle(trigger(f"c{sent}"))
+            sent += 1
+            got = sink.wait_decisions(sent, timeout=30)
+            if any(d.frame_name == "img_002.png" for d in got):
+                break
             time.sleep(0.03)
-        got = sink.wait_decisions(12)
     finally:
         sorter.close()
     # On a loaded machine a trigger may find no frame in time: that is a fail-safe reject too.
