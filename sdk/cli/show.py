@@ -68,7 +68,12 @@ def _describe_input(pre) -> list[str]:
 
 
 def _describe_rule(sc) -> str:
+    from factoryedge.scoring import describe_false_reject
+
     cal = sc.calibration
+    budget = describe_false_reject(sc)
+    if budget is not None:
+        return f"({budget}; median {cal.median:.4g}, max {cal.max:.4g})"
     if sc.rule is None:
         return (f"(operating point chosen on labelled data; {cal.n} held-out good parts: "
                 f"median {cal.median:.4g}, max {cal.max:.4g})")
