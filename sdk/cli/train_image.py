@@ -59,10 +59,10 @@ def run_image(args: argparse.Namespace) -> int:
     if name not in IMAGE_MODELS:
         raise ConfigError(f"--model {name} is a vibration model; image models are {', '.join(IMAGE_MODELS)}")
     arch = architecture(name)
+    rule = parse_budget(getattr(args, "max_false_reject", None) or DEFAULT_BUDGET)
     data = resolve_inspection_data(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     colour = "gray"
-    rule = parse_budget(getattr(args, "max_false_reject", None) or DEFAULT_BUDGET)
     fit_kwargs = {"seed": args.seed, "rule": rule}
     if args.epochs:
         fit_kwargs["epochs"] = args.epochs
