@@ -67,6 +67,8 @@ def run_image(args: argparse.Namespace) -> int:
     if args.epochs:
         fit_kwargs["epochs"] = args.epochs
     train_samples, test = data.train, data.test
+    if arch.supervised and getattr(args, "max_false_reject", None):
+        log.info("--max-false-reject does not apply to the classifier: its operating point is chosen on labelled data")
     if arch.supervised:
         train_samples, test = supervised_split(data, args.seed)
         fit_kwargs.update(labels=[int(s.defect_type != "good") for s in train_samples],

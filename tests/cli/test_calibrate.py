@@ -81,6 +81,9 @@ def test_calibrate_writes_a_verified_unsigned_copy_that_evaluates(tmp_path, sign
     note = new.provenance.recalibrations[-1]
     assert note.n_images == 40 and note.source == str(line / "good") and note.previous_threshold == old.score.threshold
     assert note.data_fingerprint == files_sha256(paths, line / "good")
+    show = cli("show", out)
+    assert show.returncode == 0, show.stderr[-3000:]
+    assert "false-reject budget 5 % on 40" in show.stdout and f"on 40 good images in {line / 'good'}" in show.stdout
     ev = cli("evaluate", out, line / "set", "--out", tmp_path / "ev")
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert "operating point" in ev.stdout and f"expected false-reject rate {allowed / 40:.1%}" in ev.stdout
