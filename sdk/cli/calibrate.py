@@ -50,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
                           "device while baselining)")
     root, paths, what = good_images(args.folder)
     fingerprint = files_sha256(paths, root)
-    if m.provenance.data_fingerprint and fingerprint == m.provenance.data_fingerprint:
+    # training fingerprints name paths from the inspection set's root: a train/good/ folder given
+    # directly matches one or two levels up
+    seen = {fingerprint, *(files_sha256(paths, up) for up in (root.parent, root.parent.parent))}
+    if m.provenance.data_fingerprint in seen:
         raise DataError(f"{args.folder}: {what} are the very images bundle {args.bundle} was trained on; their scores "
                         "are in-sample and would set the threshold too low; give good parts it has not seen")
     images = read_images(paths, "gray" if m.preprocessing.colour == "gray" else "rgb")

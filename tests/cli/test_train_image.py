@@ -47,8 +47,9 @@ def test_autoencoder_end_to_end(tmp_path, parts):
     assert "expected false-reject rate 0.0% (95 % bound 13.9%, 20 held-out good)" in line
     assert f"({op['defective_rejected']} of 8 defective rejected)" in line and "of 6 good)" in line
     # calibrating on the very images it was trained on would set the threshold in-sample
-    assert_one_line_error(cli("calibrate", out / "bundle", parts, "--out", tmp_path / "cal"), str(parts),
-                          "trained on", "not seen")
+    for folder in (parts, parts / "train" / "good"):
+        assert_one_line_error(cli("calibrate", out / "bundle", folder, "--out", tmp_path / "cal"), str(folder),
+                              "trained on", "not seen")
     # evaluate the shipped bundle again, as a quality engineer would on new test images
     again = cli("evaluate", out / "bundle", parts, "--out", tmp_path / "eval2")
     assert again.returncode == 0, again.stderr[-3000:]
