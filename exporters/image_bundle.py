@@ -29,6 +29,7 @@ from factoryedge.exporters.onnx_export import EXPORT_TOLERANCE, OPSET, check_par
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor
 from factoryedge.manifest import Manifest, ModelInfo, ParityRecord, Provenance, ScoreInfo
 from factoryedge.parity import Tolerance
+from factoryedge.scoring import ScoreRule, false_reject_estimate
 from factoryedge.training.image_common import TrainedImageModel
 
 OUTPUTS = ("score", "heatmap")
@@ -157,6 +158,7 @@ def build_image_bundle(
                 threshold=float(trained.threshold),
                 rule=trained.rule,
                 calibration=trained.calibration,
+                false_reject=_false_reject(trained),
                 detail_output="heatmap" if "heatmap" in checks[0][1] else None,
             ),
             parity=parity,
@@ -175,3 +177,15 @@ def build_image_bundle(
             files[f"reports/{Path(fname).name}"] = data
         write_bundle(out_dir, manifest, files)
     return load_bundle(out_dir)
+
+
+def _false_reject(trained: TrainedImageModel):
+    """The expected false-reject rate at the threshold, on the held-out good scores it came from.
+
+    None for a supervised classifier (``rule`` None): its good calibration scores are not
+    what its operating point was chosen on.
+    """
+    if trained.rule is None or not len(trained.calibration_scores):
+        return None
+    return false_reject_estimate(trained.calibration_scores, ScoreRule(float(trained.threshold)),
+                                 source=trained.calibration_source)

@@ -55,16 +55,45 @@ class ThresholdRule(_Strict):
     margin: float = Field(3.0, ge=1.0)
 
 
+class FalseRejectBudget(_Strict):
+    """threshold: at most floor(max_false_reject * n) of n held-out good scores are anomalous.
+
+    The rule of an on-line sorter judged at one operating point: reject at most this share
+    of good parts. The threshold lies midway between the last held-out good score allowed to
+    be rejected and the first that must pass (``factoryedge.scoring.budget_threshold``).
+    """
+
+    max_false_reject: float = Field(gt=0.0, lt=1.0, description="largest share of good parts rejected, e.g. 0.01")
+
+
+class FalseRejectEstimate(_Strict):
+    """How often the threshold rejects good parts, estimated on held-out good scores.
+
+    ``expected`` is ``n_exceeding / n``; ``upper_bound`` is the one-sided Clopper-Pearson
+    bound at ``confidence``: with few good images it stays well above ``expected`` (0 of 100
+    exceeding still only says the rate is below about 3 %).
+    """
+
+    n: int = Field(ge=1, description="held-out good scores the estimate rests on")
+    n_exceeding: int = Field(ge=0, description="how many of them the threshold rejects")
+    expected: float = Field(ge=0.0, le=1.0)
+    upper_bound: float = Field(ge=0.0, le=1.0)
+    confidence: float = 0.95
+    source: str = Field("", description="which good images: fold-held-out training images, a held-out split, a folder")
+
+
 class ScoreInfo(_Strict):
     output: str = Field("score", description="the model output that holds the anomaly score")
     definition: str
     higher_is_anomalous: bool = True
     threshold: float
-    rule: ThresholdRule | None = Field(
+    rule: ThresholdRule | FalseRejectBudget | None = Field(
         description="how the threshold came from held-out normal scores; None for a supervised "
         "classifier whose operating point was chosen on labelled data (see provenance.training)"
     )
     calibration: ScoreStats
+    false_reject: FalseRejectEstimate | None = Field(
+        None, description="expected false-reject rate at the threshold (image bundles; absent in older bundles)")
     detail_output: str | None = Field(None, description="per-feature or per-step residuals, for interpretation")
     detail_names: list[str] = Field(default_factory=list)
 
@@ -108,6 +137,19 @@ class DataRecord(_Strict):
     split: str
 
 
+class Recalibration(_Strict):
+    """One ``factoryedge calibrate`` run: the threshold set again on a line's own good parts."""
+
+    created_utc: str
+    source: str = Field(description="the folder of good images")
+    data_fingerprint: str = Field(description="files_sha256 of the images scored")
+    n_images: int
+    previous_threshold: float
+    previous_rule: ThresholdRule | FalseRejectBudget | None
+    threshold: float
+    rule: ThresholdRule | FalseRejectBudget
+
+
 class Provenance(_Strict):
     created_utc: str
     factoryedge_version: str
@@ -117,6 +159,7 @@ class Provenance(_Strict):
     split: dict = Field(default_factory=dict)
     training: dict = Field(default_factory=dict)
     metrics: dict = Field(default_factory=dict)
+    recalibrations: list[Recalibration] = Field(default_factory=list, description="oldest first")
 
 
 Preprocessing = Annotated[

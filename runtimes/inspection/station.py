@@ -63,7 +63,22 @@ class InspectionStation(DeviceProgram):
         self.sorter.stop()
 
     def health_fields(self) -> dict[str, Any]:
-        return {"extra": {"sorter": self.sorter.stats(), "camera": dict(getattr(self.camera, "stats", {}) or {})}}
+        sorter = self.sorter.stats()
+        return {"extra": {"sorter": sorter, "camera": dict(getattr(self.camera, "stats", {}) or {}),
+                          "reject_rate": self._reject_rate(sorter)}}
+
+    def _reject_rate(self, sorter: dict[str, int]) -> dict[str, Any]:
+        """Observed rejects / decisions beside the bundle's expected false-reject rate.
+
+        On a line that makes few defects the two should be close; an observed rate well above
+        the expected one (and its 95 % bound) says the line or the camera drifted from the
+        good parts the threshold was set on. Fail-safe rejects count too: they are rejects.
+        """
+        est = self.model.bundle.manifest.score.false_reject
+        decisions = int(sorter.get("decisions", 0))
+        return {"observed": sorter.get("reject", 0) / decisions if decisions else None, "decisions": decisions,
+                "expected_false_reject": est.expected if est else None,
+                "expected_upper_bound": est.upper_bound if est else None}
 
     def reject_archive(self) -> Any:
         return self.sorter.archive

@@ -51,12 +51,18 @@ class ModelCard:
 
 def model_card(bundle: Any, backend: str, trusted: list | None = None) -> ModelCard:
     """The card of a loaded ``factoryedge.bundle.Bundle`` running on ``backend``."""
+    from factoryedge.scoring import describe_false_reject
     from factoryedge.signing import describe_signature
 
     m = bundle.manifest
     r = m.score.rule
-    rule = (f"median + {r.margin:g} x (q{r.quantile * 100:g} - median) of held-out normal scores" if r is not None
-            else "operating point chosen on labelled data (see the manifest's provenance.training)")
+    # The budget line says what the operator cares about: how many good parts it will reject.
+    rule = describe_false_reject(m.score)
+    if rule is None and hasattr(r, "max_false_reject"):
+        rule = f"false-reject budget {r.max_false_reject * 100:.2g} % of held-out good scores"
+    elif rule is None:
+        rule = (f"median + {r.margin:g} x (q{r.quantile * 100:g} - median) of held-out normal scores" if r is not None
+                else "operating point chosen on labelled data (see the manifest's provenance.training)")
     if m.parity is None:
         parity = "not recorded"
     else:

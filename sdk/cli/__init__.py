@@ -21,6 +21,8 @@ COMMANDS = {
     "train": ("train", "train a model on normal data and export it as a verified bundle"),
     "export": ("export", "export a training run's checkpoint to a bundle (ONNX + parity check)"),
     "evaluate": ("evaluate", "score labelled recordings with a bundle and its baseline; report metrics"),
+    "calibrate": ("calibrate", "set an image bundle's threshold on a line's own good parts by a false-reject budget; "
+                                "writes a copy"),
     "show": ("show", "verify a bundle and show its manifest and signer"),
     "keygen": ("keygen", "write an Ed25519 key pair for signing bundles"),
     "sign": ("sign", "sign a bundle's manifest (which covers every artefact) with a private key"),

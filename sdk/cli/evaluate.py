@@ -96,7 +96,7 @@ def _evaluate_image(bundle, args: argparse.Namespace) -> int:
 
         report = evaluate_inspection(score, data.test, model.threshold, args.out or Path("evaluation") / m.name,
                                      title=f"{m.name} {m.version} ({m.model.architecture}) on {data.root}", colour=colour,
-            higher_is_anomalous=model.rule.higher_is_anomalous)
+            higher_is_anomalous=model.rule.higher_is_anomalous, score_info=m.score)
     print(format_inspection_report(report))
     print("written: " + ", ".join(report["files"].values()))
     return 0

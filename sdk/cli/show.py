@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"trained     {p.created_utc} with {p.framework}, factoryedge {p.factoryedge_version}")
     for d in p.data:
         lines.append(f"  data      {d.split:<12} {d.label:<8} {d.n_samples:>8} samples  {d.source}")
+    for r in p.recalibrations:
+        lines.append(f"calibrated  {r.created_utc} on {r.n_images} good images in {r.source}: threshold "
+                     f"{r.previous_threshold:.4g} -> {r.threshold:.4g}")
     lines.append(f"artefacts   {len(m.artefacts)} verified (sha256): {', '.join(m.artefacts)}")
     lines.append(f"signature   {describe_signature(bundle.path, trusted)}")
     print("\n".join(lines))
@@ -57,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _describe_input(pre) -> list[str]:
     if pre.type == "image":
-        size = {"none": "native size", "scale": f"scaled x{pre.scale:g}", "shorter": f"shorter side {pre.size} px",
-                "fixed": f"resized to {pre.size}"}[pre.resize]
+        # only the chosen resize's text is formatted: the others' fields are None (a dict would format them all)
+        size = ("native size" if pre.resize == "none" else f"scaled x{pre.scale:g}" if pre.resize == "scale"
+                else f"shorter side {pre.size} px" if pre.resize == "shorter" else f"resized to {pre.size}")
         tiles = f"tiles {pre.tile} px every {pre.tile_stride} px" if pre.tile else "whole image"
         return [f"image       {pre.colour} frames as {pre.model_colour}, {size} (multiple of {pre.multiple}), "
                 f"intensity {pre.intensity}, margin {pre.margin} px, {tiles}"]
@@ -68,7 +72,12 @@ def _describe_input(pre) -> list[str]:
 
 
 def _describe_rule(sc) -> str:
+    from factoryedge.scoring import describe_false_reject
+
     cal = sc.calibration
+    budget = describe_false_reject(sc)
+    if budget is not None:
+        return f"({budget}; median {cal.median:.4g}, max {cal.max:.4g})"
     if sc.rule is None:
         return (f"(operating point chosen on labelled data; {cal.n} held-out good parts: "
                 f"median {cal.median:.4g}, max {cal.max:.4g})")

@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bearing geometry for defect-frequency features (default skf6205 for CWRU data)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 300 dense, 150 lstm)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-false-reject", default=None, metavar="SHARE|none",
+                   help="image models: the threshold rejects at most this share of held-out good parts (default "
+                        "0.01 = 1 %%, counted on good images the model did not learn from); 'none' keeps the older, "
+                        "conservative q99 rule (median + 1 x (q99 - median)). Vibration models keep their own rule")
     p.add_argument("--no-export", action="store_true", help="train and save the checkpoint only")
     p.add_argument("--skip-s", type=float, default=None,
                    help="snapshot runs (femto-pronostia, LABEL=run.npz): run-in skipped before commissioning")
@@ -50,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     args.model = args.model or "dense"
     if args.model not in ("dense", "lstm"):
         raise ConfigError(f"--model {args.model} is an image model; vibration models are dense or lstm")
+    if args.max_false_reject is not None:
+        raise ConfigError(f"--max-false-reject {args.max_false_reject} applies to image models; vibration models keep "
+                          "their quantile rule (median + 3 x (q99 - median) of held-out normal windows)")
     import torch
     from pydantic import ValidationError
 

@@ -15,6 +15,8 @@ from factoryedge.errors import ConfigError
 log = logging.getLogger("factoryedge.train")
 
 IMAGE_MODELS = ("patchcore", "fanogan", "autoencoder", "classifier")
+# A sorter is judged at one operating point: reject at most 1 % of good parts.
+DEFAULT_BUDGET = "0.01"
 
 
 def resolve_inspection_data(data: list[str], require_train: bool = True):
@@ -28,24 +30,45 @@ def resolve_inspection_data(data: list[str], require_train: bool = True):
     return load_inspection_set(root, require_train=require_train)
 
 
+def parse_budget(value: str | None, flag: str = "--max-false-reject"):
+    """``FalseRejectBudget`` from "0.01" (or "1%"), or the quantile rule for "none"; one-line ConfigError otherwise."""
+    from factoryedge.manifest import FalseRejectBudget, ThresholdRule
+
+    text = str(value).strip().lower()
+    if text in ("none", "q99"):
+        return ThresholdRule(quantile=0.99, margin=1.0)
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        share = float("nan")
+    if not 0.0 < share < 1.0:
+        raise ConfigError(f"{flag} {value!r} must be a share between 0 and 1 (e.g. 0.01 or 1%), or 'none' for "
+                          "the q99 rule")
+    return FalseRejectBudget(max_false_reject=share)
+
+
 def run_image(args: argparse.Namespace) -> int:
     from factoryedge.data.fingerprint import files_sha256
     from factoryedge.data.images import read_mask
     from factoryedge.evaluation.inspection import evaluate_inspection, format_inspection_report, read_image
     from factoryedge.exporters.image_bundle import build_image_bundle, golden_groups
+    from factoryedge.scoring import describe_false_reject
     from factoryedge.training.image_models import architecture, supervised_split
 
     name = args.model or "patchcore"
     if name not in IMAGE_MODELS:
         raise ConfigError(f"--model {name} is a vibration model; image models are {', '.join(IMAGE_MODELS)}")
     arch = architecture(name)
+    rule = parse_budget(getattr(args, "max_false_reject", None) or DEFAULT_BUDGET)
     data = resolve_inspection_data(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     colour = "gray"
-    fit_kwargs = {"seed": args.seed}
+    fit_kwargs = {"seed": args.seed, "rule": rule}
     if args.epochs:
         fit_kwargs["epochs"] = args.epochs
     train_samples, test = data.train, data.test
+    if arch.supervised and getattr(args, "max_false_reject", None):
+        log.info("--max-false-reject does not apply to the classifier: its operating point is chosen on labelled data")
     if arch.supervised:
         train_samples, test = supervised_split(data, args.seed)
         fit_kwargs.update(labels=[int(s.defect_type != "good") for s in train_samples],
@@ -67,6 +90,9 @@ def run_image(args: argparse.Namespace) -> int:
     parity = bundle.manifest.parity
     print(f"trained {name}: threshold {trained.threshold:.4g} ({trained.calibration.n} held-out good scores, "
           f"max {trained.calibration.max:.4g})")
+    expected = describe_false_reject(bundle.manifest.score)
+    if expected:
+        print(f"threshold rule: {expected}")
     print(f"bundle: {bundle.path} ({bundle_name} {args.version}); ONNX parity max abs diff "
           f"{max(parity.max_abs_diff.values()):.2e} on {parity.n_inputs} golden inputs (tolerance {parity.tolerance:g})")
     if not test:
@@ -81,7 +107,7 @@ def run_image(args: argparse.Namespace) -> int:
 
         report = evaluate_inspection(score, test, model.threshold, args.out / "evaluation",
                                      title=f"{bundle_name} {args.version} ({trained.architecture})", colour=colour,
-            higher_is_anomalous=model.rule.higher_is_anomalous)
+            higher_is_anomalous=model.rule.higher_is_anomalous, score_info=bundle.manifest.score)
     (args.out / "training.json").write_text(json.dumps(trained.info, indent=2, default=str))
     print(format_inspection_report(report))
     print("written: " + ", ".join(report["files"].values()))

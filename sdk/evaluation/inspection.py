@@ -17,7 +17,8 @@ import numpy as np
 from factoryedge.data.images import GOOD, ImageSample, read_gray, read_mask, read_rgb
 from factoryedge.errors import DataError
 from factoryedge.evaluation.image_metrics import image_report, pixel_auroc
-from factoryedge.scoring import ScoreRule
+from factoryedge.manifest import ScoreInfo
+from factoryedge.scoring import ScoreRule, describe_false_reject
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,16 @@ def read_image(sample: ImageSample, colour: str) -> np.ndarray:
 
 def evaluate_inspection(
     score: ScoreFn, samples: Sequence[ImageSample], threshold: float, out: Path, title: str,
-    colour: str = "gray", n_worst: int = 8, *, higher_is_anomalous: bool = True,
+    colour: str = "gray", n_worst: int = 8, *, higher_is_anomalous: bool = True, score_info: ScoreInfo | None = None,
 ) -> dict:
     """Score every sample, write ``metrics.json``, ``scores.csv``, ``scores.png`` and ``contact_sheet.png``.
 
     Needs good and defective samples. A part is rejected by ``ScoreRule(threshold,
     higher_is_anomalous)``, the manifest's ``score`` section (``ImageModel.rule`` on the
     device). Pixel AUROC is reported where the defective samples have masks and the model
-    gives heatmaps (higher heat = more anomalous).
+    gives heatmaps (higher heat = more anomalous). ``score_info`` (the manifest's ``score``)
+    adds ``operating_point``: the false-reject rate the bundle expects from its held-out good
+    parts beside what this labelled set shows at the same threshold.
     """
     rule = ScoreRule(float(threshold), higher_is_anomalous)
     samples = list(samples)
@@ -51,7 +54,8 @@ def evaluate_inspection(
     heatmaps = [h for _, h in scored]
     types = [s.defect_type for s in samples]
     image = image_report(scores, types, rule.threshold, higher_is_anomalous=rule.higher_is_anomalous)
-    report: dict = {"title": title, "n_images": len(samples), "image": image}
+    report: dict = {"title": title, "n_images": len(samples), "image": image,
+                    "operating_point": operating_point(scores, types, rule, score_info)}
     masks = [read_mask(s.mask_path) if s.mask_path else None for s in samples]
     if all(h is not None for h in heatmaps) and any(m is not None for m in masks):
         report["pixel"] = pixel_auroc(heatmaps, masks, types, stride=2)
@@ -73,6 +77,45 @@ def evaluate_inspection(
     report["files"] = {k: str(v) for k, v in files.items()}
     files["metrics"].write_text(json.dumps(report, indent=2))
     return report
+
+
+def operating_point(scores: np.ndarray, types: Sequence[str], rule: ScoreRule, score_info: ScoreInfo | None) -> dict:
+    """What a sorter at ``rule`` does to this set (recall, observed false rejects) beside what the bundle expects.
+
+    The expected figures (``expected_false_reject``, its ``upper_bound``, the held-out ``n``)
+    are None for bundles that record no estimate.
+    """
+    rejected = rule.is_anomalous(np.asarray(scores, dtype=np.float64))
+    good = np.asarray(types) == GOOD
+    est = score_info.false_reject if score_info is not None else None
+    budget = getattr(score_info.rule, "max_false_reject", None) if score_info is not None else None
+    n_good, n_bad = int(good.sum()), int((~good).sum())
+    return {
+        "threshold": rule.threshold,
+        "max_false_reject": budget,
+        "expected_false_reject": est.expected if est else None,
+        "expected_upper_bound": est.upper_bound if est else None,
+        "expected_n_good": est.n if est else None,
+        "expected_rule": describe_false_reject(score_info) if score_info is not None else None,
+        "defective_rejected": int(rejected[~good].sum()), "n_defective": n_bad,
+        "recall": float(rejected[~good].mean()) if n_bad else None,
+        "good_rejected": int(rejected[good].sum()), "n_good": n_good,
+        "observed_false_reject": float(rejected[good].mean()) if n_good else None,
+    }
+
+
+def format_operating_point(op: dict) -> str:
+    """One line: the expected false-reject rate, then recall and false rejects on the labelled set."""
+    expected = ("no expected false-reject rate recorded (bundle older than the estimate)"
+                if op["expected_false_reject"] is None else
+                f"expected false-reject rate {op['expected_false_reject']:.1%} "
+                f"(95 % bound {op['expected_upper_bound']:.1%}, {op['expected_n_good']} held-out good)")
+    seen = []
+    if op["recall"] is not None:
+        seen.append(f"recall {op['recall']:.1%} ({op['defective_rejected']} of {op['n_defective']} defective rejected)")
+    if op["observed_false_reject"] is not None:
+        seen.append(f"false-reject rate {op['observed_false_reject']:.1%} ({op['good_rejected']} of {op['n_good']} good)")
+    return f"  operating point at {op['threshold']:.4g}: {expected}; this test set: {', '.join(seen)}"
 
 
 def _score_plot(scores, types, rule: ScoreRule, path: Path, title: str, report: dict) -> Path | None:
@@ -112,6 +155,8 @@ def format_inspection_report(report: dict) -> str:
         f"precision {o['precision']:.3f} recall {o['recall']:.3f} F1 {o['f1']:.3f}; "
         f"good parts rejected {img['false_reject_rate']:.1%} ({o['n_good']} good, {o['n_defective']} defective)",
     ]
+    if "operating_point" in report:
+        lines.append(format_operating_point(report["operating_point"]))
     pix = report.get("pixel", {})
     for t, v in img["per_type"].items():
         p = pix.get("per_type", {}).get(t)

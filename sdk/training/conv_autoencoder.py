@@ -28,7 +28,7 @@ from torch import nn
 
 from factoryedge.errors import ConfigError
 from factoryedge.features.image import ImagePreprocessingSpec
-from factoryedge.manifest import ThresholdRule
+from factoryedge.manifest import FalseRejectBudget, ThresholdRule
 from factoryedge.training.image_common import TrainedImageModel
 from factoryedge.training.image_fit import (
     DEFAULT_RULE,
@@ -201,7 +201,7 @@ def fit_conv_autoencoder(
     images: list[np.ndarray],
     spec: ImagePreprocessingSpec,
     config: AutoencoderConfig | None = None,
-    rule: ThresholdRule | None = None,
+    rule: ThresholdRule | FalseRejectBudget | None = None,
 ) -> TrainedImageModel:
     """Train on good images only (uint8 frames as the camera delivers them) and calibrate.
 

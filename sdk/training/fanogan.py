@@ -37,7 +37,7 @@ from torch import nn
 
 from factoryedge.errors import ConfigError
 from factoryedge.features.image import ImagePreprocessingSpec
-from factoryedge.manifest import ThresholdRule
+from factoryedge.manifest import FalseRejectBudget, ThresholdRule
 from factoryedge.training.conv_autoencoder import ConvDecoder, ConvEncoder, TiledNetConfig, first_channel
 from factoryedge.training.image_common import TrainedImageModel
 from factoryedge.training.image_fit import (
@@ -261,7 +261,7 @@ def fit_fanogan(
     images: list[np.ndarray],
     spec: ImagePreprocessingSpec,
     config: FAnoGANConfig | None = None,
-    rule: ThresholdRule | None = None,
+    rule: ThresholdRule | FalseRejectBudget | None = None,
 ) -> TrainedImageModel:
     """Train f-AnoGAN on good images only (uint8 frames as the camera delivers them) and calibrate.
 

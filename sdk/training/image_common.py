@@ -13,7 +13,7 @@ import numpy as np
 from torch import nn
 
 from factoryedge.features.image import ImagePreprocessingSpec
-from factoryedge.manifest import ScoreStats, ThresholdRule
+from factoryedge.manifest import FalseRejectBudget, ScoreStats, ThresholdRule
 
 
 @dataclass
@@ -24,13 +24,15 @@ class TrainedImageModel:
     classifier's operating point); ``info`` carries training provenance and evaluation
     figures into the manifest; ``curves`` maps report file names (``learning_curve.csv``,
     ``learning_curve.png``) to their bytes, written under ``reports/`` in the bundle.
+    ``calibration_scores`` are good parts the model did not learn from, and
+    ``calibration_source`` says which: the manifest's expected false-reject rate rests on them.
     """
 
     module: nn.Module
     architecture: str
     spec: ImagePreprocessingSpec
     threshold: float
-    rule: ThresholdRule | None
+    rule: ThresholdRule | FalseRejectBudget | None
     calibration: ScoreStats
     calibration_scores: np.ndarray
     score_definition: str
@@ -38,3 +40,4 @@ class TrainedImageModel:
     info: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     curves: dict[str, bytes] = field(default_factory=dict)
+    calibration_source: str = "held-out good images (not trained on)"

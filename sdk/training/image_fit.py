@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from factoryedge.errors import ConfigError, DataError
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor, TileLayout
-from factoryedge.manifest import ScoreStats, ThresholdRule
+from factoryedge.manifest import FalseRejectBudget, ScoreStats, ThresholdRule
 from factoryedge.scoring import MIN_CALIBRATION_WINDOWS, calibrate_threshold
 from factoryedge.training.image_common import TrainedImageModel
 
@@ -174,7 +174,7 @@ def score_tiled(
 
 
 def calibrate_on_images(
-    module: torch.nn.Module, spec: ImagePreprocessingSpec, images: list[np.ndarray], rule: ThresholdRule
+    module: torch.nn.Module, spec: ImagePreprocessingSpec, images: list[np.ndarray], rule: ThresholdRule | FalseRejectBudget
 ) -> tuple[float, ScoreStats, np.ndarray]:
     """Threshold from held-out good images' image scores: (threshold, stats, scores)."""
     scores = score_tiled(module, spec, images)[0]

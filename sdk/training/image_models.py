@@ -18,7 +18,7 @@ import numpy as np
 
 from factoryedge.errors import ConfigError
 from factoryedge.features.image import ImagePreprocessingSpec
-from factoryedge.manifest import ThresholdRule
+from factoryedge.manifest import FalseRejectBudget, ThresholdRule
 from factoryedge.parity import Tolerance, tolerance
 from factoryedge.training.image_common import TrainedImageModel
 
@@ -34,7 +34,7 @@ class Architecture:
 
 
 def _patchcore(good: list[np.ndarray], *, seed: int = 0, spec: ImagePreprocessingSpec | None = None,
-               rule: ThresholdRule | None = None, **_: object) -> TrainedImageModel:
+               rule: ThresholdRule | FalseRejectBudget | None = None, **_: object) -> TrainedImageModel:
     from factoryedge.training.patchcore import ARCHITECTURE, PatchCoreConfig, fit_patchcore
 
     config = PatchCoreConfig(seed=seed)
@@ -53,6 +53,7 @@ def _patchcore(good: list[np.ndarray], *, seed: int = 0, spec: ImagePreprocessin
         parameters={"branches": [vars(b) for b in config.branches], "margin": config.margin,
                     "max_patches": config.max_patches, "folds": config.folds, "seed": config.seed},
         info=fitted.info,
+        calibration_source=f"good training images, each scored by banks built without its fold ({config.folds} folds)",
     )
 
 
@@ -70,7 +71,7 @@ TILED_SPEC = ImagePreprocessingSpec(
 
 
 def _fanogan(good: list[np.ndarray], *, seed: int = 0, spec: ImagePreprocessingSpec | None = None,
-             rule: ThresholdRule | None = None, config=None, **_: object) -> TrainedImageModel:
+             rule: ThresholdRule | FalseRejectBudget | None = None, config=None, **_: object) -> TrainedImageModel:
     from factoryedge.training.fanogan import FAnoGANConfig, fit_fanogan
 
     return fit_fanogan(good, spec or TILED_SPEC, config or FAnoGANConfig(seed=seed), rule)

@@ -30,7 +30,7 @@ from torch import nn
 
 from factoryedge.errors import BackendUnavailableError, ConfigError, DataError
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor
-from factoryedge.manifest import ScoreStats, ThresholdRule
+from factoryedge.manifest import FalseRejectBudget, ScoreStats, ThresholdRule
 from factoryedge.scoring import MIN_CALIBRATION_WINDOWS, calibrate_threshold
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ def fit_patchcore(
     images: list[np.ndarray],
     spec: ImagePreprocessingSpec,
     config: PatchCoreConfig | None = None,
-    rule: ThresholdRule | None = None,
+    rule: ThresholdRule | FalseRejectBudget | None = None,
 ) -> TrainedPatchCore:
     """Fit on good images only (uint8 frames as the camera delivers them).
 
@@ -321,7 +321,10 @@ def fit_patchcore(
     bank built from the other folds. Those held-out distance maps give the per-border-class
     statistics and the held-out image scores the threshold is calibrated on
     (``calibrate_threshold`` with ``rule``, default q = 0.99 and margin 1: a good part above
-    the 99th percentile of held-out good parts is rejected). The final banks use every image,
+    the 99th percentile of held-out good parts is rejected; a ``FalseRejectBudget`` b lets at
+    most floor(b * n) of the n held-out scores exceed it). Every good image is thus scored by
+    a bank that never saw it, so the threshold and the expected false-reject rate come from
+    the training images alone, never from the test set. The final banks use every image,
     so good parts later score a little lower than the held-out ones did: the threshold errs
     towards fewer false rejects.
     """

@@ -90,6 +90,10 @@ def test_station_process_decides_every_part_and_reports_health(tmp_path, broker,
     assert len(list((tmp_path / "rejects").glob("*.json"))) == len(rejected)
     health = json.loads(sub.messages(topic=BASE + "health")[0].payload)
     assert health["extra"]["sorter"]["triggers"] >= 1
+    # observed rejects / decisions beside the bundle's expected false-reject rate
+    rate = json.loads(sub.messages(topic=BASE + "health")[-1].payload)["extra"]["reject_rate"]
+    assert rate["expected_false_reject"] == bundle.manifest.score.false_reject.expected
+    assert rate["observed"] is None if rate["decisions"] == 0 else 0 <= rate["observed"] <= 1
 
 
 class CrashingCamera:

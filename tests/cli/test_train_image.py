@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from factoryedge.bundle import load_bundle
+from factoryedge.manifest import FalseRejectBudget
 from tests.cli.test_cli import assert_one_line_error, cli
 
 
@@ -35,6 +36,20 @@ def test_autoencoder_end_to_end(tmp_path, parts):
     for name in ("contact_sheet.png", "scores.png", "scores.csv"):
         assert (out / "evaluation" / name).stat().st_size > 0
     assert "image AUROC" in r.stdout and "pixel AUROC" in r.stdout
+    # the default rule is the 1 % false-reject budget on the 20 held-out good images (none may exceed)
+    est = m.score.false_reject
+    assert m.score.rule == FalseRejectBudget(max_false_reject=0.01) and (est.n, est.n_exceeding) == (20, 0)
+    assert m.score.threshold > m.score.calibration.max and "held-out" in est.source
+    assert "threshold rule: false-reject budget 1 % on 20 held-out good images: expected 0 %, 95 % bound 14 %" in r.stdout
+    op = metrics["operating_point"]
+    assert op["expected_false_reject"] == 0.0 and op["n_good"] == 6 and op["n_defective"] == 8
+    line = next(ln for ln in r.stdout.splitlines() if "operating point" in ln)
+    assert "expected false-reject rate 0.0% (95 % bound 13.9%, 20 held-out good)" in line
+    assert f"({op['defective_rejected']} of 8 defective rejected)" in line and "of 6 good)" in line
+    # calibrating on the very images it was trained on would set the threshold in-sample
+    for folder in (parts, parts / "train" / "good"):
+        assert_one_line_error(cli("calibrate", out / "bundle", folder, "--out", tmp_path / "cal"), str(folder),
+                              "trained on", "not seen")
     # evaluate the shipped bundle again, as a quality engineer would on new test images
     again = cli("evaluate", out / "bundle", parts, "--out", tmp_path / "eval2")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -58,3 +73,10 @@ def test_vibration_model_for_images_is_refused(tmp_path, parts):
 def test_missing_inspection_folder_is_one_line(tmp_path):
     assert_one_line_error(cli("train", "image", "--data", tmp_path / "nope", "--out", tmp_path / "x"),
                           "nope", "does not exist", "train/good")
+
+
+def test_budget_is_for_image_models_and_must_be_a_share(tmp_path, parts):
+    assert_one_line_error(cli("train", "vibration", "--data", "cwru-48k", "--max-false-reject", "0.01",
+                              "--out", tmp_path / "v"), "--max-false-reject 0.01", "image models")
+    assert_one_line_error(cli("train", "image", "--data", parts, "--max-false-reject", "1.5", "--out", tmp_path / "i"),
+                          "'1.5'", "between 0 and 1", "'none'")
