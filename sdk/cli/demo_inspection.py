@@ -59,12 +59,14 @@ def _parts_data(root: Path):
 
 
 def _train(data, bundle_dir: Path):
+    from factoryedge.cli.train_image import DEFAULT_BUDGET, parse_budget
     from factoryedge.data.images import read_gray
     from factoryedge.exporters.image_bundle import build_image_bundle, golden_groups
     from factoryedge.training.image_models import architecture
 
     arch = architecture("patchcore")
-    trained = arch.fit([read_gray(s.path) for s in data.train])
+    # the threshold a commissioning engineer would set: the default false-reject budget
+    trained = arch.fit([read_gray(s.path) for s in data.train], rule=parse_budget(DEFAULT_BUDGET))
     good = [read_gray(s.path) for s in data.test if s.defect_type == "good"][:2]
     bad = [read_gray(s.path) for s in data.test if s.defect_type != "good"][:2]
     return build_image_bundle(trained, bundle_dir, "demo-washers-patchcore", golden_groups(trained.spec, good + bad),

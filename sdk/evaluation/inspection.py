@@ -106,7 +106,7 @@ def operating_point(scores: np.ndarray, types: Sequence[str], rule: ScoreRule, s
 
 def format_operating_point(op: dict) -> str:
     """One line: the expected false-reject rate, then recall and false rejects on the labelled set."""
-    expected = ("no expected false-reject rate recorded (bundle older than the estimate)"
+    expected = ("no expected false-reject rate recorded (the bundle's threshold rule is not a false-reject budget)"
                 if op["expected_false_reject"] is None else
                 f"expected false-reject rate {op['expected_false_reject']:.1%} "
                 f"(95 % bound {op['expected_upper_bound']:.1%}, {op['expected_n_good']} held-out good)")
