@@ -6,14 +6,10 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import numpy as np
 import yaml
 
-from factoryedge.data.loaders import save_npz
-from factoryedge.data.recording import Recording
-from factoryedge.data.simulator import simulate_bearing
+from tests.runtimes.monitoring.test_program_e2e import alternating_recording
 from tests.support.broker import wait_until
-from tests.support.sim_model import RPM, SAMPLE_RATE
 
 
 @dataclass
@@ -42,13 +38,7 @@ def request(base_url: str, method: str, path: str, body: bytes | None = None,
 
 def alternating_replay(tmp_path, cycles: int = 4, seg_s: float = 3.0):
     """Healthy and faulty stretches in turn, so scores cross the threshold and events are raised."""
-    parts = []
-    for i in range(cycles):
-        parts.append(simulate_bearing(seg_s, sample_rate=SAMPLE_RATE, rpm=RPM, seed=600 + i).signal)
-        parts.append(simulate_bearing(seg_s, sample_rate=SAMPLE_RATE, rpm=RPM, fault="inner_race",
-                                      severity=1.0, seed=700 + i).signal)
-    rec = Recording(np.concatenate(parts), SAMPLE_RATE, ("x",), "alternating", "unknown")
-    return save_npz(rec, tmp_path / "alternating.npz")
+    return alternating_recording(tmp_path, cycles, seg_s)
 
 
 def monitor_profile(tmp_path, bundle, broker, replay, **web):
