@@ -19,7 +19,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-# Every parser's property test (fe1, CSV, MQTT commands, profile YAML, manifest JSON) with
+# Every parser's property test (fe1, CSV, MQTT commands, profile YAML, manifest JSON, image frames) with
 # 10,000 examples each; the suite runs a modest number of them.
 fuzz: $(VENV)/.installed
 	FACTORYEDGE_FUZZ_EXAMPLES=$${FACTORYEDGE_FUZZ_EXAMPLES:-10000} $(PY) -m pytest -m fuzz -q --durations=0 -p no:cacheprovider
