@@ -120,7 +120,8 @@ class MqttSink:
         """
         settings = parse_mqtt_uri(uri, identity=identity, **options)
         import_paho()  # before the outbox file is created
-        outbox = Outbox(settings.outbox, max_pending=settings.max_pending, max_bytes=settings.max_bytes)
+        outbox = Outbox(settings.outbox, max_pending=settings.max_pending, max_bytes=settings.max_bytes,
+                        keep_delivered=settings.keep_delivered)
         try:
             sink = cls(settings.mqtt, settings.identity, outbox)
         except BaseException:

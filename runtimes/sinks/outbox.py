@@ -213,12 +213,14 @@ class Outbox:
         """Store a message durably; returns its row id once committed to disk."""
         return self.write([(topic, payload, qos, retain)])[0]
 
-    def write(self, puts: Sequence[tuple[str, bytes | str, int, bool]] = (), delivered: Iterable[int] = ()) -> list[int]:
+    def write(self, puts: Sequence[tuple[str, bytes | str, int, bool]] = (), delivered: Iterable[int] = (),
+              _delete: bool = False) -> list[int]:
         """Store ``puts`` (topic, payload, qos, retain) and mark ``delivered`` rows, in one transaction.
 
         Group commit: one fsync covers every message in ``puts``, and the row ids come back only
         once it is done, in the order given. A call with marks only commits without the fsync
-        (``synchronous=NORMAL``, see the module doc). Marks are idempotent.
+        (``synchronous=NORMAL``, see the module doc). Marks are idempotent. A marked row is
+        deleted (kept as delivered where ``keep_delivered`` asks for it and there is room).
         """
         rows = []
         for topic, payload, qos, retain in puts:
@@ -233,6 +235,7 @@ class Outbox:
                 self._reopen_writable()
             db = self._conn()
             now = time.time()
+            keep = False
             try:
                 if not rows:  # a lost mark only causes a re-send, so skip the fsync here (see module doc)
                     db.execute("PRAGMA synchronous=NORMAL")
@@ -240,27 +243,33 @@ class Outbox:
                 row_ids = [db.execute("INSERT INTO outbox (topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?)",
                                       (*r, now)).lastrowid for r in rows]
                 marked = 0
-                # Deleting, not updating, a delivered row: an update can need a new page, so on a
-                # full outbox no mark would commit and no space would ever come back.
-                mark_sql = ("UPDATE outbox SET delivered = ? WHERE id = ? AND delivered IS NULL" if self.keep_delivered
+                # Where no delivered rows are kept, a mark deletes the row; where they are, and
+                # the outbox is full, an update may need a page it cannot have: delete then.
+                keep = bool(self.keep_delivered) and not _delete
+                mark_sql = ("UPDATE outbox SET delivered = ? WHERE id = ? AND delivered IS NULL" if keep
                             else "DELETE FROM outbox WHERE id = ? AND delivered IS NULL")
                 for i in ids:
-                    marked += db.execute(mark_sql, (now, i) if self.keep_delivered else (i,)).rowcount
+                    marked += db.execute(mark_sql, (now, i) if keep else (i,)).rowcount
                 db.execute("COMMIT")
             except sqlite3.Error as e:
                 self._rollback()
-                what = "store a message in" if rows else "mark messages delivered in"
-                error = OutboxFullError if _is_full(e) else SinkError
-                raise error(f"cannot {what} the outbox {str(self.path)!r}: {e}") from e
+                if not (keep and not rows and _is_full(e)):
+                    what = "store a message in" if rows else "mark messages delivered in"
+                    error = OutboxFullError if _is_full(e) else SinkError
+                    raise error(f"cannot {what} the outbox {str(self.path)!r}: {e}") from e
+                row_ids = None  # full: the marks are tried again below, as deletes
             finally:
                 if not rows:
                     self._restore_full_sync()
-            self._dirty = True
-            self._pending += len(row_ids) - marked
-            depth = self._pending
-            self._marks_since_prune += len(ids)
-            if self._marks_since_prune >= _PRUNE_EVERY and self.keep_delivered:
-                self._prune_locked()
+            if row_ids is not None:
+                self._dirty = True
+                self._pending += len(row_ids) - marked
+                depth = self._pending
+                self._marks_since_prune += len(ids)
+                if self._marks_since_prune >= _PRUNE_EVERY and self.keep_delivered:
+                    self._prune_locked()
+        if row_ids is None:
+            return self.write((), ids, _delete=True)
         if rows and self.max_pending is not None and depth > self.max_pending:
             self._note_over_limit(depth)
         return row_ids
