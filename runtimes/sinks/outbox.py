@@ -20,7 +20,7 @@ A full disk must not keep the device from starting: opening writes nothing that 
 right (no ``PRAGMA user_version`` write), and where the file cannot even be opened for
 writing it is opened read-only, so its pending rows are still sent; writing is tried again
 every few seconds. With nothing pending the file stays small: the WAL is checkpointed
-every ``_AUTOCHECKPOINT_PAGES`` pages and cut back to ``_WAL_LIMIT_BYTES``, and ``compact``
+every 100 pages and cut back to 256 KiB (``outbox_file``), and ``compact``
 (called by the writer when the outbox has been empty for a moment) hands free pages back
 to the file system and truncates the WAL.
 
@@ -39,30 +39,15 @@ from pathlib import Path
 
 from factoryedge.errors import SinkError
 
+from .outbox_file import SCHEMA_VERSION, is_full, open_read_only, open_writable
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 _PRUNE_EVERY = 1024  # delivered marks between automatic prunes: pruning is a table scan
 _OVER_LIMIT_LOG_INTERVAL_S = 60.0
-# SQLite's defaults (checkpoint at 1000 pages, never shrink the WAL) left ~4 MB of WAL on a
-# device with nothing pending; a smaller WAL costs a checkpoint per ~400 KB written.
-_AUTOCHECKPOINT_PAGES = 100
-_WAL_LIMIT_BYTES = 256 * 1024
 _REOPEN_INTERVAL_S = 5.0  # how often a read-only outbox tries to become writable again
 MIN_MAX_BYTES = 64 * 1024
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    created REAL NOT NULL,
-    delivered REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE delivered IS NULL;
-"""
+__all__ = ["MIN_MAX_BYTES", "SCHEMA_VERSION", "Message", "Outbox", "OutboxFullError"]
 
 
 class OutboxFullError(SinkError):
@@ -113,84 +98,28 @@ class Outbox:
             raise SinkError(f"cannot open the outbox {str(self.path)!r}: {e}; give a writable file path "
                             "on persistent storage (e.g. under /var/lib/factoryedge)") from e
         try:
-            return self._open_writable()
-        except sqlite3.OperationalError as e:
-            if not (self.path.exists() and _is_full(e)):
+            return open_writable(self.path, self.max_bytes)
+        except sqlite3.Error as e:
+            if not (self.path.exists() and is_full(e)):
                 raise self._unusable(e) from e
-            db = self._open_read_only(e)
+            why = e
+        try:
+            db = open_read_only(self.path, self.max_bytes)
         except sqlite3.Error as e:
             raise self._unusable(e) from e
+        if db is None:
+            raise SinkError(f"cannot open the outbox {str(self.path)!r} even read-only: {why}; free space on its "
+                            "file system (keep the file: its undelivered events are sent once it opens)") from why
         self.read_only = True
         self._last_reopen = time.monotonic()
         log.warning("outbox %s opened read-only: %s; its pending messages are sent, new ones cannot be stored "
                     "until space returns (tried again every %.0f s)", self.path, "the disk is full", _REOPEN_INTERVAL_S)
         return db
 
-    def _open_writable(self) -> sqlite3.Connection:
-        """A read-write connection; writes only what is not yet right, so a full disk does not stop it."""
-        try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves so each put is one transaction
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-        except sqlite3.Error as e:
-            raise SinkError(f"cannot open the outbox {str(self.path)!r}: {e}; give a writable file path "
-                            "on persistent storage (e.g. under /var/lib/factoryedge)") from e
-        try:
-            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                if not _has_table(db):  # a new file: let compact() give free pages back (set before any table)
-                    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if mode.lower() != "wal":
-                    raise sqlite3.OperationalError(f"journal_mode is {mode!r}, WAL is not supported here")
-            self._configure(db)
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
-            db.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
-            if not _has_table(db):
-                db.executescript(_SCHEMA)
-            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            db.execute("SELECT count(*) FROM outbox").fetchone()
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _open_read_only(self, why: sqlite3.Error) -> sqlite3.Connection:
-        """A read-only connection to a file that cannot be opened for writing (the disk is full).
-
-        ``mode=ro`` still needs the WAL index (-shm); where even that cannot be created, and the
-        WAL holds nothing (the last process checkpointed it), the file alone is complete and
-        ``immutable=1`` reads it without any side file.
-        """
-        wal = Path(f"{self.path}-wal")
-        uris = [f"{self.path.resolve().as_uri()}?mode=ro"]
-        if not wal.exists() or wal.stat().st_size == 0:
-            uris.append(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1")
-        for uri in uris:
-            try:
-                db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=10.0)
-            except sqlite3.Error:
-                continue
-            try:
-                self._configure(db)
-                db.execute("SELECT count(*) FROM outbox").fetchone()
-                return db
-            except sqlite3.Error as e:
-                db.close()
-                if not _is_full(e):
-                    raise self._unusable(e) from e
-        raise SinkError(f"cannot open the outbox {str(self.path)!r} even read-only: {why}; free space on its "
-                        "file system (the outbox is kept: its undelivered events are sent once it opens)") from why
-
-    def _configure(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise sqlite3.DatabaseError(f"outbox schema version {version}, this software reads {SCHEMA_VERSION}")
-        if self.max_bytes is not None:
-            page = db.execute("PRAGMA page_size").fetchone()[0]
-            db.execute(f"PRAGMA max_page_count={self.max_bytes // page}")
-
     def _unusable(self, e: sqlite3.Error) -> SinkError:
+        if getattr(e, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_CANTOPEN:
+            return SinkError(f"cannot open the outbox {str(self.path)!r}: {e}; give a writable file path "
+                             "on persistent storage (e.g. under /var/lib/factoryedge)")
         return SinkError(f"the outbox {str(self.path)!r} is unusable ({e}); if it is corrupt, move it aside "
                          "(undelivered events in it are then lost) and restart")
 
@@ -202,8 +131,8 @@ class Outbox:
                                   f"opened); writing is tried again every {_REOPEN_INTERVAL_S:g} s")
         self._last_reopen = now
         try:
-            db = self._open_writable()
-        except (sqlite3.Error, SinkError) as e:
+            db = open_writable(self.path, self.max_bytes)
+        except sqlite3.Error as e:
             raise OutboxFullError(f"the outbox {str(self.path)!r} is still read-only: {e}") from e
         self._conn().close()
         self._db, self.read_only = db, False
@@ -235,7 +164,9 @@ class Outbox:
                 self._reopen_writable()
             db = self._conn()
             now = time.time()
-            keep = False
+            # Where no delivered rows are kept, a mark deletes the row; where they are, and
+            # the outbox is full, an update may need a page it cannot have: delete then.
+            keep = bool(self.keep_delivered) and not _delete
             try:
                 if not rows:  # a lost mark only causes a re-send, so skip the fsync here (see module doc)
                     db.execute("PRAGMA synchronous=NORMAL")
@@ -243,9 +174,6 @@ class Outbox:
                 row_ids = [db.execute("INSERT INTO outbox (topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?)",
                                       (*r, now)).lastrowid for r in rows]
                 marked = 0
-                # Where no delivered rows are kept, a mark deletes the row; where they are, and
-                # the outbox is full, an update may need a page it cannot have: delete then.
-                keep = bool(self.keep_delivered) and not _delete
                 mark_sql = ("UPDATE outbox SET delivered = ? WHERE id = ? AND delivered IS NULL" if keep
                             else "DELETE FROM outbox WHERE id = ? AND delivered IS NULL")
                 for i in ids:
@@ -253,11 +181,12 @@ class Outbox:
                 db.execute("COMMIT")
             except sqlite3.Error as e:
                 self._rollback()
-                if not (keep and not rows and _is_full(e)):
+                # Full, with delivered rows kept for diagnosis: they are the first to go, then once more.
+                if not (keep and is_full(e) and (not rows or self._drop_delivered_locked())):
                     what = "store a message in" if rows else "mark messages delivered in"
-                    error = OutboxFullError if _is_full(e) else SinkError
+                    error = OutboxFullError if is_full(e) else SinkError
                     raise error(f"cannot {what} the outbox {str(self.path)!r}: {e}") from e
-                row_ids = None  # full: the marks are tried again below, as deletes
+                row_ids = None
             finally:
                 if not rows:
                     self._restore_full_sync()
@@ -269,7 +198,7 @@ class Outbox:
                 if self._marks_since_prune >= _PRUNE_EVERY and self.keep_delivered:
                     self._prune_locked()
         if row_ids is None:
-            return self.write((), ids, _delete=True)
+            return self.write(puts, ids, _delete=True)
         if rows and self.max_pending is not None and depth > self.max_pending:
             self._note_over_limit(depth)
         return row_ids
@@ -289,6 +218,13 @@ class Outbox:
             rows = self._query("SELECT id, topic, payload, qos, retain, created FROM outbox "
                                "WHERE delivered IS NULL AND id > ? ORDER BY id LIMIT ?", (after, int(limit)))
         return [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5]) for r in rows]
+
+    def _drop_delivered_locked(self) -> bool:
+        """Delete every delivered row (kept for diagnosis) to make room; True if any went."""
+        try:
+            return self._conn().execute("DELETE FROM outbox WHERE delivered IS NOT NULL").rowcount > 0
+        except sqlite3.Error:
+            return False
 
     def compact_due(self) -> bool:
         """Written since the last ``compact`` and nothing pending."""
@@ -401,17 +337,3 @@ class Outbox:
             self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as e:
             log.error("outbox %s: cannot restore synchronous=FULL: %s", self.path, e)
-
-
-def _is_full(e: sqlite3.Error) -> bool:
-    """SQLITE_FULL, or an I/O error that a full file system causes (e.g. the -shm file cannot grow)."""
-    code = getattr(e, "sqlite_errorcode", 0)
-    return code & 0xFF == sqlite3.SQLITE_FULL or code in _NO_SPACE_IOERRS
-
-
-_NO_SPACE_IOERRS = frozenset(getattr(sqlite3, name, -1) for name in (
-    "SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_SHMOPEN", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_TRUNCATE"))
-
-
-def _has_table(db: sqlite3.Connection) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").fetchone() is not None
