@@ -184,8 +184,11 @@ class DeviceProgram:
     def health(self) -> msg.HealthPayload:
         stats = self.sink.stats()
         fields = self.health_fields()
-        # events the outbox could not store (handed over without waiting, e.g. a full disk)
-        fields.setdefault("extra", {})["outbox_store_failed"] = getattr(stats, "store_failed", 0)
+        # events the outbox could not store (a full disk): outbox_full; the extra keeps its older
+        # name, and how many of them went to the broker directly
+        extra = fields.setdefault("extra", {})
+        extra["outbox_store_failed"] = getattr(stats, "store_failed", 0)
+        extra["outbox_unstored_sent"] = getattr(stats, "unstored_sent", 0)
         with self._latency_lock:
             recent = np.array(self._latencies, dtype=np.float64)
         if len(recent):
@@ -193,6 +196,7 @@ class DeviceProgram:
                                                                        np.percentile(recent, [50, 99]) * 1000.0)
         return msg.health_payload(self.identity, uptime_s=time.time() - self._started,
                                   outbox_depth=stats.outbox_depth, mqtt_reconnects=stats.reconnects,
+                                  outbox_full=getattr(stats, "store_failed", None),
                                   oldest_undelivered_s=getattr(stats, "oldest_undelivered_s", None),
                                   mqtt_auth_failures=getattr(stats, "auth_failures", None),  # a wrong password
                                   mqtt_tls_failures=getattr(stats, "tls_failures", None),  # an untrusted certificate

@@ -113,7 +113,10 @@ class Sink(Protocol):
     topics: Any
 
     def publish_event(self, topic: str, payload: Any, retain: bool = False, wait: bool = True) -> Any:
-        """Store (durably) and forward; the row id, or with ``wait=False`` a receipt without waiting for the disk."""
+        """Store (durably) and forward; the row id, or with ``wait=False`` a receipt without waiting for the disk.
+
+        None where the outbox could not store it (a full disk) but it was sent directly (at most once).
+        """
 
     def publish_telemetry(self, topic: str, payload: Any) -> bool: ...
 

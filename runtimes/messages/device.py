@@ -28,6 +28,7 @@ class HealthPayload(Payload):
     load_1m: float | None = None
     cpu_count: int | None = None
     outbox_depth: int | None = None
+    outbox_full: int | None = Field(None, ge=0)  # events the outbox could not store since start (a full disk)
     oldest_undelivered_s: float | None = Field(None, ge=0)
     mqtt_reconnects: int | None = None
     mqtt_auth_failures: int | None = Field(None, ge=0)

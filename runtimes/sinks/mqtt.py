@@ -40,6 +40,7 @@ from .mqtt_config import MqttConfig, parse_mqtt_uri
 from .outbox import Message, Outbox
 from .outbox_writer import OutboxWriter, Receipt
 from .paho_client import diagnose_tls, import_paho, make_client, no_delay
+from .unstored import Unstored
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class SinkStats:
     oldest_undelivered_s: float | None = None  # age of the oldest event still waiting in the outbox
     auth_failures: int = 0  # connections the broker refused (bad user name or password, not authorised)
     tls_failures: int = 0  # connection attempts that failed in the TLS handshake (see the logged reason)
+    unstored_sent: int = 0  # of store_failed, events sent directly instead (at most once; ``unstored``)
 
 
 class MqttSink:
@@ -100,7 +102,8 @@ class MqttSink:
             log.info("mqtt outbox holds %d undelivered messages from an earlier run path=%s", depth, self.outbox.path)
         self._drainer = Drainer(self._client, self.outbox, config.max_inflight, lambda ids: self._writer.mark(ids),
                                 self._count, self._progressed)
-        self._writer = OutboxWriter(self.outbox, self._committed)
+        self._unstored = Unstored(self._send_unstored)
+        self._writer = OutboxWriter(self.outbox, self._committed, self._unstored.handle)
         self._drainer.start()
         self._client.connect_async(config.host, config.port, config.keepalive,
                                    **({"clean_start": True} if config.protocol == "5" else {}))
@@ -117,7 +120,8 @@ class MqttSink:
         """
         settings = parse_mqtt_uri(uri, identity=identity, **options)
         import_paho()  # before the outbox file is created
-        outbox = Outbox(settings.outbox, max_pending=settings.max_pending)
+        outbox = Outbox(settings.outbox, max_pending=settings.max_pending, max_bytes=settings.max_bytes,
+                        keep_delivered=settings.keep_delivered)
         try:
             sink = cls(settings.mqtt, settings.identity, outbox)
         except BaseException:
@@ -133,14 +137,15 @@ class MqttSink:
 
     # -- publishing ---------------------------------------------------------------------
 
-    def publish_event(self, topic: str, payload: Any, retain: bool = False, wait: bool = True) -> int | Receipt:
+    def publish_event(self, topic: str, payload: Any, retain: bool = False, wait: bool = True) -> int | Receipt | None:
         """Store a message in the outbox (durably) and queue it for sending; returns its row id.
 
-        ``payload`` may be bytes, str, a dict (sent as JSON) or a payload model. Raises
-        SinkError if the outbox cannot store it (e.g. the disk is full). With ``wait=False``
-        it returns a ``Receipt`` without waiting for the disk: ``receipt.result()`` gives the
-        row id once committed or raises that SinkError (also logged and counted in
-        ``stats().store_failed``); ``flush`` and ``close`` wait for every handed-over event.
+        ``payload`` may be bytes, str, a dict (sent as JSON) or a payload model. If the outbox
+        cannot store it (a full disk) it is sent directly while connected and None comes back
+        (delivered at most once, see ``unstored``); if it is neither stored nor sent, SinkError.
+        With ``wait=False`` it returns a ``Receipt`` without waiting for the disk:
+        ``receipt.result()`` gives what the waiting call would (a failure is also logged and
+        counted in ``stats().store_failed``); ``flush`` and ``close`` wait for every handed-over event.
         Events are committed and sent in the order of the calls either way.
         """
         if self._closed:
@@ -148,7 +153,7 @@ class MqttSink:
         receipt = self._writer.submit(_check_topic(topic), _encode(payload), self.config.qos, retain)
         return receipt.result() if wait else receipt
 
-    def publish_anomaly(self, payload: msg.AnomalyPayload, wait: bool = True) -> int | Receipt:
+    def publish_anomaly(self, payload: msg.AnomalyPayload, wait: bool = True) -> int | Receipt | None:
         """``publish_event`` on this machine's ``event/anomaly`` topic."""
         return self.publish_event(self.topics.anomaly, payload, wait=wait)
 
@@ -193,6 +198,7 @@ class MqttSink:
                          outbox_over_limit=self.outbox.over_limit, store_failed=self._writer.failed,
                          commands_refused=self._dispatcher.refused if self._dispatcher else 0,
                          auth_failures=c["auth_failures"], tls_failures=c["tls_failures"],
+                         unstored_sent=self._unstored.sent,
                          oldest_undelivered_s=None if closed else self.outbox.oldest_age())
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -207,6 +213,10 @@ class MqttSink:
             self._counts["events_put"] += len(messages)
             self._counts["acked"] += len(marked)
             self._progress.notify_all()
+
+    def _send_unstored(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        """An event the outbox could not store, straight to the broker if connected (writer thread)."""
+        return self._connected and not self._closing and self._client.publish(topic, payload, qos, retain).rc == 0
 
     def _progressed(self) -> None:
         with self._progress:

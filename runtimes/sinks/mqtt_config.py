@@ -25,8 +25,8 @@ from factoryedge.runtimes.options import OptionError, masked, query_options, rea
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 PROTOCOLS = {"5": "5", "5.0": "5", "3.1.1": "3.1.1", "311": "3.1.1"}
 OPTIONS = (
-    "site", "line", "machine", "device_id", "client_id", "outbox", "max_pending", "qos", "protocol",
-    "keepalive", "max_inflight", "reconnect_min", "reconnect_max", "topic_root",
+    "site", "line", "machine", "device_id", "client_id", "outbox", "max_pending", "max_bytes", "keep_delivered",
+    "qos", "protocol", "keepalive", "max_inflight", "reconnect_min", "reconnect_max", "topic_root",
     "ca", "cert", "key", "tls_insecure",
     "username", "username_env", "username_file", "password_env", "password_file",
 )
@@ -66,6 +66,8 @@ class SinkSettings:
     identity: Identity
     outbox: Path
     max_pending: int | None
+    max_bytes: int | None = None  # a bounded outbox (bytes); None: only the disk bounds it
+    keep_delivered: int = 0  # delivered events kept in the outbox for diagnosis
 
 
 def parse_mqtt_uri(uri: str, *, identity: Identity | None = None, resolve_secrets: bool = True,
@@ -144,7 +146,10 @@ def parse_mqtt_uri(uri: str, *, identity: Identity | None = None, resolve_secret
     outbox = Path(opts["outbox"]) if "outbox" in opts else default_state_dir() / f"outbox-{client_id}.sqlite"
     return SinkSettings(mqtt=mqtt, identity=identity, outbox=outbox,
                         max_pending=None if max_pending.lower() == "none" else
-                        int(_number(opts, "max_pending", 100000, 1, 10**12, int)))
+                        int(_number(opts, "max_pending", 100000, 1, 10**12, int)),
+                        max_bytes=None if opts.get("max_bytes", "none").lower() == "none" else
+                        int(_number(opts, "max_bytes", 0, 64 * 1024, 10**15, int)),
+                        keep_delivered=int(_number(opts, "keep_delivered", 0, 0, 10**7, int)))
 
 
 def default_state_dir() -> Path:

@@ -36,7 +36,8 @@ def write_profile(tmp_path, bundle, sensor_uri, broker, **scoring):
         "model": {"bundle": str(bundle.path)},
         "scoring": {"baseline": {"mode": "off"}, **scoring},
         "mqtt": {"uri": broker.url, "outbox": str(tmp_path / "outbox.sqlite"),
-                 "options": {"reconnect_min": 0.05, "reconnect_max": 0.5},
+                 # keep_delivered: outbox_event_ids reads every stored event, delivered or not
+                 "options": {"reconnect_min": 0.05, "reconnect_max": 0.5, "keep_delivered": 1000},
                  "telemetry_interval_s": 1, "health_interval_s": 1},
     }
     path = tmp_path / "device.yaml"

@@ -236,14 +236,13 @@ def test_an_event_the_outbox_refuses_fails_alone_and_says_why(subscribe, open_si
     receipts = [sink.publish_anomaly(good[0], wait=False),
                 sink.publish_event(TOPICS.base + "/refuse", b"x", wait=False),
                 sink.publish_anomaly(good[1], wait=False)]
-    with pytest.raises(SinkError, match="simulated disk error"):
-        receipts[1].result(10)
-    with pytest.raises(SinkError, match="simulated disk error"):
-        sink.publish_event(TOPICS.base + "/refuse", b"y")
+    # not stored, but the sink is connected: it went out directly (at most once), so no error
+    assert receipts[1].result(10) is None
+    assert sink.publish_event(TOPICS.base + "/refuse", b"y") is None
     receipts.append(sink.publish_anomaly(good[2], wait=False))
     assert sink.flush(10)
     assert [r.result(0) for r in (receipts[0], receipts[2], receipts[3])] == sorted(
         r.result(0) for r in (receipts[0], receipts[2], receipts[3]))
     got = sub.wait_for(lambda m: len(m) >= 3, 10, "the three stored events")
     assert [msg.parse_payload(m.payload).event_id for m in got] == [e.event_id for e in good]
-    assert sink.stats().store_failed == 2
+    assert sink.stats().store_failed == 2 and sink.stats().unstored_sent == 2

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from factoryedge.errors import SinkError
-from factoryedge.runtimes.sinks.outbox import Outbox
+from factoryedge.runtimes.sinks.outbox import Outbox, OutboxFullError
 
 
 def test_put_survives_reopening_in_a_new_object(tmp_path):
@@ -32,7 +32,7 @@ def test_put_is_durable_when_the_process_dies_without_closing(tmp_path):
     path = tmp_path / "outbox.sqlite"
     code = textwrap.dedent(f"""
         import os
-        from factoryedge.runtimes.sinks.outbox import Outbox
+        from factoryedge.runtimes.sinks.outbox import Outbox, OutboxFullError
         box = Outbox({str(path)!r})
         for i in range(50):
             box.put("t", str(i).encode())
@@ -182,3 +182,43 @@ def test_prune_keeps_the_newest_delivered_whatever_the_mix(tmp_path, keep):
         assert left == sorted(delivered)[len(delivered) - min(keep, len(delivered)):]
         assert [m.id for m in box.pending(20)] == [i for i in ids if i not in delivered]
         assert box.depth() == 12 - len(delivered)
+
+
+@pytest.mark.parametrize("keep", [0, 5])
+def test_a_full_max_bytes_outbox_refuses_new_messages_and_its_marks_make_room(tmp_path, keep):
+    with Outbox(tmp_path / "o.sqlite", max_bytes=64 * 1024, keep_delivered=keep) as box:
+        ids = []
+        with pytest.raises(OutboxFullError, match="full"):
+            for _ in range(10_000):
+                ids.append(box.put("t", b"x" * 3000))
+        assert 5 < len(ids) < 30 and box.depth() == len(ids)
+        # marks commit on a full outbox (kept-as-delivered ones are deleted when there is no room)
+        box.mark_delivered(ids)
+        assert box.depth() == 0
+        assert box.put("t", b"x" * 3000) > ids[-1]
+
+
+def test_max_bytes_is_checked(tmp_path):
+    with pytest.raises(SinkError, match=r"max_bytes=1000 must be a whole number of bytes >= 65536"):
+        Outbox(tmp_path / "o.sqlite", max_bytes=1000)
+
+
+def test_reopening_writes_nothing_to_the_file(tmp_path):
+    path = tmp_path / "o.sqlite"
+    with Outbox(path) as box:
+        box.put("t", b"x")
+    before = path.read_bytes()
+    with Outbox(path) as box:  # on a full disk any write here would refuse the start
+        assert box.depth() == 1 and not box.read_only
+    assert path.read_bytes() == before
+
+
+def test_compact_deletes_delivered_rows_and_gives_the_space_back(tmp_path):
+    with Outbox(tmp_path / "o.sqlite") as box:
+        ids = box.write([("t", b"x" * 1000, 1, False) for _ in range(2000)])
+        assert box.size_on_disk() > 2_000_000
+        assert not box.compact()  # messages pending: nothing to do
+        box.mark_delivered(ids)
+        assert box.compact()
+        assert box.size_on_disk() <= 64 * 1024
+        assert box.put("t", b"y") > ids[-1]  # ids are never reused
