@@ -165,6 +165,18 @@ class MqttTrigger(TriggerSource):
             log.info("mqtt trigger listening on %s", self.topic)
         return self
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """The counts, plus ``sessions_lost`` once on a trigger session.
+
+        ``sessions_lost``: reconnects that found no session left on the broker (away longer than
+        ``trigger_session_s``, or a broker without persistence restarted): triggers sent meanwhile
+        may have gone unanswered. Also logged as an error each time.
+        """
+        if self._session is None:
+            return dict(self.counts)
+        return {**self.counts, "sessions_lost": self._session.sessions_lost}
+
     def _on_message(self, payload: bytes) -> None:
         self._raw.put((bytes(payload), time.time(), time.monotonic()))
 

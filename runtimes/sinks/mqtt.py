@@ -304,7 +304,7 @@ class MqttSink:
             self._client.subscribe(self.topics.command, qos=1)
 
     def subscribe(self, topic: str, callback: Callable[[bytes], None], qos: int = 1) -> None:
-        """Call ``callback(payload)`` for each message on ``topic`` (e.g. a PLC's part triggers).
+        """Call ``callback(payload)`` for each message on ``topic`` (triggers use ``open_trigger_session``).
 
         It runs on paho's network thread, so it must only hand the payload on (a queue), never
         block. The sink's session is clean, so the subscription is renewed on every connect.
