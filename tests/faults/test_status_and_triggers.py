@@ -27,7 +27,7 @@ from tests.support.image_bundle import make_image_bundle, uniform_part
 
 DEVICE_BASE = "factoryedge/v1/s1/l1/m1"
 STATUS = f"{DEVICE_BASE}/status"
-EXPIRY_S = 6  # small, so the test waits seconds, not the default minute
+EXPIRY_S = 9  # small, so the test waits seconds, not the default minute; refreshed every 3 s
 
 # The device: a sink that publishes its status and then only lives, until SIGKILLed.
 _DEVICE = r"""
@@ -92,7 +92,7 @@ def test_a_device_that_dies_while_the_broker_is_down_is_seen_gone_after_the_brok
         statuses = lambda: [m.json() for m in consumer.messages(STATUS)]  # noqa: E731
         # online, then refreshed (every third of the expiry) while the device lives
         wait_until(lambda: len(statuses()) >= 2, 30, "the device's online status and its first refresh")
-        assert [s["state"] for s in statuses()] == ["online", "online"]
+        assert all(s["state"] == "online" for s in statuses())
         assert statuses()[-1]["expiry_s"] == EXPIRY_S and statuses()[-1]["refresh_s"] == EXPIRY_S / 3
         assert judged(statuses(), time.time()) == "live"
 
@@ -108,7 +108,7 @@ def test_a_device_that_dies_while_the_broker_is_down_is_seen_gone_after_the_brok
         # the broker restored the retained online (no Will could fire): without an expiry it would
         # stay so for ever. A consumer following mqtt.md sees the device gone once it has expired,
         restored = retained_status(broker, tmp_path)
-        assert all(s["state"] == "online" for s in restored), restored  # never an offline: no Will
+        assert [s["state"] for s in restored] == ["online"]  # the stale status this test is about; no Will
         wait_until(lambda: judged(statuses(), time.time()) == "gone", EXPIRY_S + 30, "the consumer to judge the "
                    "device gone")
         gone_after_s = time.time() - last_refresh
@@ -116,7 +116,7 @@ def test_a_device_that_dies_while_the_broker_is_down_is_seen_gone_after_the_brok
         wait_until(lambda: retained_status(broker, tmp_path) == [], EXPIRY_S + 30,
                    "the broker to drop the expired retained online status")
         assert all(s["state"] == "online" for s in statuses())  # the Will never fired
-        print(f"status: retained online restored after the broker restart: {bool(restored)}; judged gone "
+        print(f"status: retained online restored after the broker restart; judged gone "
               f"{gone_after_s:.1f} s after the last refresh it saw (expiry {EXPIRY_S} s)")
     finally:
         if device.poll() is None:
