@@ -3,9 +3,10 @@
 Every source yields ``Trigger`` objects from ``iter(source)`` until ``close()`` (callable
 from any thread). A trigger's ``t_wall`` / ``t_mono`` are taken the moment this host
 received it, so the deadline runs from there; a PLC's own time (``"t"`` in a JSON trigger)
-is kept in ``t_plc`` for traceability but never trusted for timing (its clock may drift).
+is kept in ``t_plc``, used only to tell a trigger that reached this host after its deadline
+(held by the broker while the station reconnected): the sorter answers it at once.
 
-URIs: ``mqtt`` (``<machine topic>/trigger`` on the runtime's own MQTT connection),
+URIs: ``mqtt`` (``<machine topic>/trigger`` on the runtime's MQTT broker),
 ``serial:///dev/ttyUSB1?baud=115200`` (one part id per line, read through the same
 ``serial_port.SerialPort`` as the vibration source), ``periodic://?period_ms=200``
 (free-running, ids ``<prefix><n>``; ``count=N`` stops after N).
@@ -13,12 +14,11 @@ URIs: ``mqtt`` (``<machine topic>/trigger`` on the runtime's own MQTT connection
 A malformed trigger is never silently dropped: it is logged, counted in ``stats`` and
 handed to ``on_error(reason, raw)``, which the sorter answers on ``<machine>/trigger/error``.
 
-Why the MQTT trigger rides on the sink's client instead of a connection of its own: one
-TCP session, one Last Will, one ``status`` the plant watches (a device whose decisions
-cannot go out also hears no triggers), no second client id to provision on the broker, and
-no second paho network thread in the process -- DESIGN.md's measured trap (a subscriber and
-a publisher as two loop threads in one process) is exactly that setup. paho is only
-touched through the sink; this module imports no hardware library.
+The MQTT trigger listens on a client of its own beside the sink's (``sinks.trigger_session``):
+a persistent session, so the broker holds triggers while the station reconnects, where the
+sink's clean session (right for commands) let it drop them. A trigger held past its deadline
+is answered at once by the sorter with the fail-safe verdict. paho is only touched through
+the sink; this module imports no hardware library.
 """
 from __future__ import annotations
 
@@ -121,6 +121,7 @@ class MqttTrigger(TriggerSource):
     """
 
     name = "mqtt trigger"
+    SUBSCRIBE_WAIT_S = 5.0
 
     @classmethod
     def from_uri(cls, uri: str, sink: Any = None) -> MqttTrigger:
@@ -142,15 +143,39 @@ class MqttTrigger(TriggerSource):
         self.topic = topic or f"{sink.topics.base}/trigger"
         self._raw: queue.SimpleQueue[tuple[bytes, float, float] | None] = queue.SimpleQueue()
         self._started = False
+        self._session: Any = None  # sinks.trigger_session.TriggerSession, once started on an MqttSink
 
     def start(self) -> MqttTrigger:
+        """Subscribe; waits up to ``SUBSCRIBE_WAIT_S`` for the broker's acknowledgement, then goes on regardless.
+
+        Waiting lets a PLC started right after the station find the subscription in place; a
+        broker that is down at start must not keep the station from starting.
+        """
         if not self._started:
             self._started = True
-            if not hasattr(self.sink, "subscribe"):
+            if hasattr(self.sink, "open_trigger_session"):
+                self._session = self.sink.open_trigger_session(self.topic, self._on_message)
+                if not self._session.wait_subscribed(self.SUBSCRIBE_WAIT_S):
+                    log.warning("mqtt trigger: no subscription acknowledged within %g s; carrying on, it is made on "
+                                "connect", self.SUBSCRIBE_WAIT_S)
+            elif hasattr(self.sink, "subscribe"):  # a sink without sessions of its own (tests, other sinks)
+                self.sink.subscribe(self.topic, self._on_message, qos=1)
+            else:
                 raise ConfigError(f"the mqtt trigger needs the runtime's MqttSink; {type(self.sink).__name__} cannot subscribe")
-            self.sink.subscribe(self.topic, self._on_message, qos=1)
             log.info("mqtt trigger listening on %s", self.topic)
         return self
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """The counts, plus ``sessions_lost`` once on a trigger session.
+
+        ``sessions_lost``: reconnects that found no session left on the broker (away longer than
+        ``trigger_session_s``, or a broker without persistence restarted): triggers sent meanwhile
+        may have gone unanswered. Also logged as an error each time.
+        """
+        if self._session is None:
+            return dict(self.counts)
+        return {**self.counts, "sessions_lost": self._session.sessions_lost}
 
     def _on_message(self, payload: bytes) -> None:
         self._raw.put((bytes(payload), time.time(), time.monotonic()))
@@ -176,6 +201,8 @@ class MqttTrigger(TriggerSource):
     def close(self) -> None:
         self._closing.set()
         self._raw.put(None)
+        if self._session is not None:
+            self._session.close()
 
 
 class SerialTrigger(TriggerSource):

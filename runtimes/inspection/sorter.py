@@ -13,7 +13,10 @@ exactly one decision: ``no_frame`` (none within ``frame_max_wait_ms``), ``camera
 (the camera is reconnecting or has ended; its own reconnect carries on), ``corrupt_frame``
 (the model cannot read the frame, or the camera skipped an unreadable image right before
 the answering one, which then may show the next part), ``model_error`` (anything else the
-model raised). Rejected parts with a frame go to the reject archive after publishing.
+model raised). A trigger that arrives already past its deadline by the PLC's ``t`` (the
+broker held it while the station reconnected) is answered at once with the fail-safe verdict,
+reason ``deadline``, without a frame: the part has left the camera. Rejected parts with a
+frame go to the reject archive after publishing.
 
 ``run()`` returns when the trigger source ends or ``stop()`` is called (any thread, signal
 handlers included), then closes camera and archive. The sink belongs to whoever opened it
@@ -44,6 +47,9 @@ from factoryedge.runtimes.registry import open_camera, open_trigger
 from factoryedge.runtimes.triggers import Trigger, TriggerSource
 
 log = logging.getLogger(__name__)
+
+# A trigger whose t is older than this is taken for a PLC clock that is off, not a held trigger.
+IMPLAUSIBLE_TRIGGER_AGE_S = 600.0
 
 
 class PartModel(Protocol):
@@ -171,10 +177,16 @@ class Sorter:
         return self._latest
 
     def stats(self) -> dict[str, int]:
-        """Counters: triggers, decisions, pass, reject, reason_<reason>, late, publish_errors, trigger_* and archive_*."""
+        """Counters: triggers, decisions, pass, reject, reason_<reason>, late, late_triggers, publish_errors, more.
+
+        Also ``trigger_*`` (the trigger source's) and ``archive_*`` (the reject archive's).
+
+        ``late_triggers``: triggers that arrived past their deadline (by the PLC's ``t``) and were
+        answered at once with the fail-safe verdict, reason ``deadline``.
+        """
         with self._lock:
-            out = {"triggers": 0, "decisions": 0, "pass": 0, "reject": 0, "late": 0, "publish_errors": 0,
-                   **self.counts}
+            out = {"triggers": 0, "decisions": 0, "pass": 0, "reject": 0, "late": 0, "late_triggers": 0,
+                   "publish_errors": 0, **self.counts}
         out.update({f"trigger_{k}": v for k, v in self.trigger.stats.items()})
         if self.archive is not None:
             out.update({f"archive_{k}": v for k, v in self.archive.stats.items()})
@@ -192,6 +204,11 @@ class Sorter:
         self.start()
         self._count("triggers")
         cfg = self.config
+        held = self._arrived_late(trigger)
+        if held is not None:  # the part has left the camera: any frame now shows another one
+            self._count("late_triggers")
+            self._decide(_Part(trigger, trigger.t_mono), cfg.fail_safe, "deadline", detail=held)
+            return
         part = _Part(trigger, trigger.t_mono + (cfg.deadline_ms - cfg.publish_margin_ms) / 1000.0)
         with self._heap_cv:
             heapq.heappush(self._heap, (part.fire_at, next(self._seq), part))
@@ -205,6 +222,30 @@ class Sorter:
             self._decide(part, self.config.fail_safe, reason, detail=detail)
             return
         self._work.put(part)
+
+    def _arrived_late(self, trigger: Trigger) -> str | None:
+        """Why ``trigger`` is already past its deadline by the PLC's ``t``, or None (on time, or no ``t``).
+
+        A trigger the broker held for this station while it reconnected (``sinks.trigger_session``)
+        arrives seconds late; judging it by the frame at hand would judge a later part. An age
+        over ``IMPLAUSIBLE_TRIGGER_AGE_S`` is taken for a PLC clock that is off, not a held
+        trigger (the broker holds them for ``trigger_session_s``, 30 s by default): ``t`` is then
+        ignored and the trigger timed from its arrival, with a warning.
+        """
+        if trigger.t_plc is None:
+            return None
+        age_s = trigger.t_wall - trigger.t_plc
+        if age_s * 1000.0 <= self.config.deadline_ms:
+            return None
+        if age_s > IMPLAUSIBLE_TRIGGER_AGE_S:
+            self._count("trigger_clock_suspect")
+            if self.counts["trigger_clock_suspect"] % 1000 == 1:
+                log.warning("part %r: its trigger's t is %.0f s behind this device's clock; taking the PLC's clock "
+                            "for wrong and timing the part from its arrival (synchronise the clocks)",
+                            trigger.part_id, age_s)
+            return None
+        return (f"the trigger arrived {age_s * 1000.0:.0f} ms after the PLC sent it (its t), past the "
+                f"{self.config.deadline_ms:g} ms deadline (held while the station reconnected?)")
 
     def _frame_for(self, trigger: Trigger) -> tuple[Frame | None, str | None, str]:
         """(frame, fail-safe reason or None, detail) for the first frame at/after the trigger."""

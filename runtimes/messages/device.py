@@ -69,16 +69,27 @@ def system_metrics() -> dict[str, Any]:
 
 
 class StatusPayload(Payload):
-    """Retained online/offline state; the Last Will carries ``offline`` with ``connection_lost``."""
+    """Retained online/offline state; the Last Will carries ``offline`` with ``connection_lost``.
+
+    An ``online`` status carries ``expiry_s`` and ``refresh_s``: the device re-publishes it
+    every ``refresh_s`` while connected, and it is worth nothing once ``expiry_s`` old (the
+    broker also drops it then, as MQTT 5 message expiry). The Will cannot fire when the
+    broker itself is down as the device dies (a plant-wide power cut where the broker comes
+    back first), so only the age tells a consumer that such a device is gone. Offline
+    statuses stay until the device returns: both are null there.
+    """
 
     schema_: Literal[STATUS] = Field(STATUS, alias="schema")
     state: Literal["online", "offline"]
     reason: Literal["connected", "shutdown", "connection_lost"]
     client_id: str
     software_version: str
+    expiry_s: float | None = Field(None, gt=0)
+    refresh_s: float | None = Field(None, gt=0)
 
 
 def status_payload(identity: Identity, state: str, reason: str, client_id: str,
-                   now: float | None = None) -> StatusPayload:
+                   now: float | None = None, expiry_s: float | None = None,
+                   refresh_s: float | None = None) -> StatusPayload:
     return build(StatusPayload, **common(STATUS, identity, now), state=state, reason=reason,
-                  client_id=client_id, software_version=__version__)
+                  client_id=client_id, software_version=__version__, expiry_s=expiry_s, refresh_s=refresh_s)

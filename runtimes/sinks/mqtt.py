@@ -12,8 +12,10 @@ consumers de-duplicate by ``event_id`` (see ``firmware-config/mqtt.md``).
 
 Telemetry and health (``publish_telemetry``) go out at QoS 0 and are not persisted: a lost
 sample is replaced by the next one. The retained ``status`` topic says ``online`` after
-every (re)connect; the Last Will sets it to ``offline`` (reason ``connection_lost``) when
-the device vanishes, and ``close`` sets it to ``offline`` (reason ``shutdown``).
+every (re)connect, with a message expiry, refreshed while connected (``status``: so a device
+that died while the broker was down does not stay ``online``); the Last Will sets it to
+``offline`` (reason ``connection_lost``) when the device vanishes, and ``close`` sets it to
+``offline`` (reason ``shutdown``).
 
 paho-mqtt is imported when a sink is opened, never when this module is imported (``paho_client``).
 Threads: paho's network thread only queues work (no disk I/O there), the writer owns every
@@ -40,6 +42,8 @@ from .mqtt_config import MqttConfig, parse_mqtt_uri
 from .outbox import Message, Outbox
 from .outbox_writer import OutboxWriter, Receipt
 from .paho_client import diagnose_tls, import_paho, make_client, no_delay
+from .status import StatusKeeper
+from .trigger_session import STATION_RECONNECT_MAX_S, TriggerSession
 from .unstored import Unstored
 
 log = logging.getLogger(__name__)
@@ -90,8 +94,8 @@ class MqttSink:
         self._closing = False
         self._closed = False
         self._final_depth = 0
-        self._client = make_client(mqtt, config, self.topics.status,
-                                   msg.status_payload(identity, "offline", "connection_lost", config.client_id).to_bytes())
+        self._status = StatusKeeper(config, identity, self.topics.status)
+        self._client = self._status.client = make_client(mqtt, config, self.topics.status, self._status.will())
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -105,6 +109,7 @@ class MqttSink:
         self._unstored = Unstored(self._send_unstored)
         self._writer = OutboxWriter(self.outbox, self._committed, self._unstored.handle)
         self._drainer.start()
+        self._status.start()
         self._client.connect_async(config.host, config.port, config.keepalive,
                                    **({"clean_start": True} if config.protocol == "5" else {}))
         self._client.loop_start()
@@ -237,8 +242,7 @@ class MqttSink:
         self._count("connects")
         self._tls_problem = None
         no_delay(client)
-        online = msg.status_payload(self.identity, "online", "connected", self.config.client_id).to_bytes()
-        client.publish(self.topics.status, online, qos=1, retain=True)
+        self._status.connected()
         if self._dispatcher is not None:
             client.subscribe(self.topics.command, qos=1)
         for topic, qos in list(self._subscriptions.items()):
@@ -276,6 +280,7 @@ class MqttSink:
                   self.config.host, self.config.port, problem, failures)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._status.disconnected()
         with self._progress:
             self._connected = False
             self._progress.notify_all()
@@ -309,7 +314,7 @@ class MqttSink:
             self._client.subscribe(self.topics.command, qos=1)
 
     def subscribe(self, topic: str, callback: Callable[[bytes], None], qos: int = 1) -> None:
-        """Call ``callback(payload)`` for each message on ``topic`` (e.g. a PLC's part triggers).
+        """Call ``callback(payload)`` for each message on ``topic`` (triggers use ``open_trigger_session``).
 
         It runs on paho's network thread, so it must only hand the payload on (a queue), never
         block. The sink's session is clean, so the subscription is renewed on every connect.
@@ -320,6 +325,15 @@ class MqttSink:
         self._subscriptions[topic] = qos
         if self._connected:
             self._client.subscribe(topic, qos=qos)  # twice if a connect races this: harmless
+
+    def open_trigger_session(self, topic: str, callback: Callable[[bytes], None]) -> TriggerSession:
+        """Receive ``topic`` in a persistent session of its own (``trigger_session``); the caller closes it.
+
+        A station's decisions ride on this sink, so its reconnect back-off is capped as the session's.
+        """
+        cap = STATION_RECONNECT_MAX_S
+        self._client.reconnect_delay_set(min(self.config.reconnect_min, cap), min(self.config.reconnect_max, cap))
+        return TriggerSession(self.config, topic, callback)
 
     def _respond(self, topic: str, body: bytes, correlation: bytes | None) -> None:
         properties = None
@@ -344,9 +358,9 @@ class MqttSink:
         deadline = time.monotonic() + timeout
         reserve = min(2.0, timeout / 4)  # time kept back for the offline status
         flushed = self.flush(max(0.0, timeout - reserve))
+        self._status.stop()
         if self._connected:
-            offline = msg.status_payload(self.identity, "offline", "shutdown", self.config.client_id).to_bytes()
-            info = self._client.publish(self.topics.status, offline, qos=1, retain=True)
+            info = self._status.publish_offline()
             try:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (ValueError, RuntimeError) as e:

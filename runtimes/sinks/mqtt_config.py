@@ -27,6 +27,7 @@ PROTOCOLS = {"5": "5", "5.0": "5", "3.1.1": "3.1.1", "311": "3.1.1"}
 OPTIONS = (
     "site", "line", "machine", "device_id", "client_id", "outbox", "max_pending", "max_bytes", "keep_delivered",
     "qos", "protocol", "keepalive", "max_inflight", "reconnect_min", "reconnect_max", "topic_root",
+    "status_expiry_s", "trigger_session_s",
     "ca", "cert", "key", "tls_insecure",
     "username", "username_env", "username_file", "password_env", "password_file",
 )
@@ -50,6 +51,9 @@ class MqttConfig:
     reconnect_min: float = 1.0
     reconnect_max: float = 30.0
     topic_root: str = "factoryedge"
+    # seconds (MQTT expiry is whole seconds) after which a retained "online" means nothing; 0: never expires
+    status_expiry_s: int = 60
+    trigger_session_s: int = 30  # how long the broker holds triggers for a station that is away
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
@@ -137,10 +141,15 @@ def parse_mqtt_uri(uri: str, *, identity: Identity | None = None, resolve_secret
         reconnect_min=_number(opts, "reconnect_min", 1.0, 0.01, 3600, float),
         reconnect_max=_number(opts, "reconnect_max", 30.0, 0.01, 3600, float),
         topic_root=opts.get("topic_root", "factoryedge"),
+        status_expiry_s=int(_number(opts, "status_expiry_s", 60, 0, 86400, int)),
+        trigger_session_s=int(_number(opts, "trigger_session_s", 30, 1, 86400, int)),
         ca=opts.get("ca"), cert=opts.get("cert"), key=opts.get("key"),
         tls_insecure=_choice(opts, "tls_insecure", "false", {"true": True, "false": False}, ""),
         username=username, password=password,
     )
+    if 0 < mqtt.status_expiry_s < 3:
+        raise OptionError(f"status_expiry_s={mqtt.status_expiry_s!r} is too short: the status is refreshed every "
+                          "third of it; use 0 (never expires) or at least 3", "status_expiry_s")
     if mqtt.reconnect_max < mqtt.reconnect_min:
         raise ConfigError(f"reconnect_max={mqtt.reconnect_max!r} is below reconnect_min={mqtt.reconnect_min!r}")
     outbox = Path(opts["outbox"]) if "outbox" in opts else default_state_dir() / f"outbox-{client_id}.sqlite"

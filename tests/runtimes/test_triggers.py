@@ -127,7 +127,7 @@ def test_mqtt_trigger_rides_on_the_sink_connection(broker, tmp_path):
         source.close()
         sink.close(2)
     assert [(t.part_id, t.t_plc, t.source) for t in got] == [("P-1", None, "mqtt"), ("P-2", 12.5, "mqtt")]
-    assert errors == [b"{not json"] and source.stats == {"triggers": 2, "malformed": 1}
+    assert errors == [b"{not json"] and source.stats == {"triggers": 2, "malformed": 1, "sessions_lost": 0}
 
 
 def test_serial_trigger_reconnect_options_and_the_old_fixed_period():

@@ -1,6 +1,7 @@
 """The sorting loop against real cameras (image folders through OpenCV) and scripted models."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -173,3 +174,24 @@ def test_run_with_a_periodic_trigger_decides_every_part_and_closes(tmp_path):
     got = sink.decisions()
     assert [d.part_id for d in got] == [f"auto-{i:06d}" for i in range(8)]
     assert all(d.trigger_source == "periodic" for d in got) and not sink.closed
+
+
+def test_a_trigger_that_arrives_past_its_deadline_is_answered_at_once_without_a_frame(tmp_path):
+    sorter, sink, _ = make(tmp_path, [220])
+    try:
+        now = time.time()
+        held = dataclasses.replace(trigger("held-1"), t_plc=now - 5.0)  # the broker held it 5 s
+        fresh = dataclasses.replace(trigger("fresh-1"), t_plc=now)
+        skewed = dataclasses.replace(trigger("skewed-1"), t_plc=now - 3600.0)  # a PLC clock an hour off
+        sorter.handle(held)
+        [d] = sink.wait_decisions(1)  # handle() published it before returning: no frame waited for
+        assert (d.part_id, d.verdict, d.reason, d.score, d.frame_index) == ("held-1", "reject", "deadline", None, None)
+        assert "after the PLC sent it" in d.detail
+        sorter.handle(fresh)
+        sorter.handle(skewed)
+        got = {d.part_id: d for d in sink.wait_decisions(3)}
+    finally:
+        sorter.close()
+    assert got["fresh-1"].reason == "score" and got["skewed-1"].reason == "score"  # t ignored, timed from arrival
+    stats = sorter.stats()
+    assert stats["late_triggers"] == 1 and stats["trigger_clock_suspect"] == 1
