@@ -1,19 +1,20 @@
 """A loopback TCP proxy between a device and a broker that a test can turn into a bad network.
 
-Modes, switched at any time with ``set_mode``:
+Modes, switched at any time with ``set_mode`` (once it returns, no byte passes the old way):
 
 - ``forward``: every byte goes through.
 - ``drop_puback``: as forward, but MQTT PUBACK packets from the broker to the client are
-  swallowed (the broker got the message, the device never hears so). The broker-to-client
-  stream is always framed by MQTT packet (fixed header + remaining length), so switching
-  modes never cuts a packet in half.
+  swallowed (the broker got the message, the device never hears so).
 - ``stall``: nothing is forwarded either way and nothing is closed: a half-open link, as a
   dead switch or a cable pulled two hops away looks to both ends. New connections are
   accepted but stall too. Bytes sent meanwhile wait in the sockets and flow once forwarding
-  resumes.
+  resumes (more hostile than a real path, which drops them and lets TCP re-send).
 
 ``cut()`` closes every open connection on both sides at once (a reset link); new connections
-are accepted afterwards in the current mode. Standard library only.
+are accepted afterwards in the current mode. Both directions are framed by MQTT packet (fixed
+header + remaining length), so switching modes never cuts a packet in half, and ``stats()``
+counts the PUBLISH packets the client sent with the DUP flag: its MQTT library's own re-sends,
+as opposed to a fresh publish of the same event. Standard library only.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import socket
 import threading
 
 HOST = "127.0.0.1"
-PUBACK = 4
+PUBLISH, PUBACK = 3, 4
+DUP = 0x08  # the PUBLISH flag a client sets when it sends a packet again
 MODES = ("forward", "drop_puback", "stall")
 _POLL_S = 0.05  # how often an idle pump looks at the mode and the closed flag
 
@@ -86,13 +88,13 @@ class _Link:
                     data = src.recv(65536)
                     if not data:
                         break
-                    if not from_broker:
-                        dst.sendall(data)
-                        continue
                     pending += data
                     out = bytearray()
                     for packet in split_packets(pending):
-                        if packet[0] >> 4 == PUBACK and self.proxy.mode == "drop_puback":
+                        if not from_broker:
+                            if packet[0] >> 4 == PUBLISH and packet[0] & DUP:
+                                self.proxy._bump("dup_publishes")  # a client's own re-send of a PUBLISH
+                        elif packet[0] >> 4 == PUBACK and self.proxy.mode == "drop_puback":
                             self.proxy._bump("pubacks_dropped")
                             continue
                         out += packet
@@ -123,7 +125,7 @@ class FaultyProxy:
         self._lock = threading.Lock()
         self._forwarding = threading.Lock()  # held while a chunk is forwarded; set_mode waits for it
         self._links: list[_Link] = []
-        self._counts: dict[str, int] = {"accepted": 0, "cuts": 0, "pubacks_dropped": 0}
+        self._counts: dict[str, int] = {"accepted": 0, "cuts": 0, "pubacks_dropped": 0, "dup_publishes": 0}
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind((HOST, 0))
