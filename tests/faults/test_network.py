@@ -8,6 +8,7 @@ affected event per connection loss (at-least-once), never a loss and never more 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from urllib.parse import urlencode
@@ -15,7 +16,10 @@ from urllib.parse import urlencode
 import pytest
 
 from factoryedge.runtimes import messages as msg
+from factoryedge.runtimes.monitoring.program import ConditionMonitor
+from factoryedge.runtimes.profile import load_profile
 from factoryedge.runtimes.sinks.mqtt import MqttSink
+from tests.runtimes.monitoring import test_program_e2e as e2e
 from tests.support.broker import wait_until
 from tests.support.proxy import FaultyProxy
 
@@ -143,3 +147,40 @@ def test_a_stalled_link_is_noticed_by_keepalive_and_nothing_is_lost(broker, subs
         assert duplicated <= len(during) * reconnects
     finally:
         sink.close(timeout=5)
+
+
+@pytest.mark.slow  # the session's sim_bundle trains a model (about 40 s of CPU) unless another test did already
+def test_a_monitoring_device_through_lost_pubacks_and_a_cut(tmp_path, broker, subscribe, proxy, sim_bundle):
+    """The real device program (replayed vibration, the bundle's model, the debounce, the sink) on the faulty link.
+
+    Events come as the machine produces them, not in test-made batches: PUBACKs are swallowed
+    while anomalies are raised and cleared, the link is cut, the replay runs to its end and
+    the program closes its sink. Every event the outbox stored arrives, none more than twice.
+    """
+    sub = subscribe([e2e.ANOMALIES])
+    replay = e2e.alternating_recording(tmp_path, cycles=10)
+    profile = load_profile(e2e.write_profile(tmp_path, sim_bundle, f"replay://{replay}?speed=4&block=512", proxy,
+                                         clear_windows=5))
+    monitor = ConditionMonitor(profile)
+    runner = threading.Thread(target=monitor.run)
+    runner.start()
+    try:
+        wait_until(lambda: e2e.anomaly_events(sub), 30, "a first anomaly event")
+        proxy.set_mode("drop_puback")
+        wait_until(lambda: proxy.stats()["pubacks_dropped"] >= 2, 30, "two events acknowledged into the void")
+        proxy.set_mode("forward")
+        proxy.cut()
+    finally:
+        runner.join(timeout=90)  # the replay ends; run() closes the sink and flushes the outbox
+        if runner.is_alive():
+            monitor.stop()
+            runner.join(timeout=20)
+    assert not runner.is_alive()
+    stored = e2e.outbox_event_ids(tmp_path / "outbox.sqlite")
+    wait_until(lambda: {e["event_id"] for e in e2e.anomaly_events(sub)} >= set(stored), 30, "every stored event")
+    copies = Counter(e["event_id"] for e in e2e.anomaly_events(sub))
+    _report("device program, lost PUBACKs + cut", stored, copies, proxy)
+    assert len(stored) == len(set(stored)) == monitor.counters.events
+    assert set(copies) == set(stored)
+    assert max(copies.values()) <= 2, copies.most_common(3)
+    assert proxy.stats()["dup_publishes"] == 0
