@@ -60,7 +60,7 @@ def _ids(messages) -> set[str]:
 
 
 def _cut_after_a_silent_window(sink, proxy, sub, ids: list[str], dropped: int, what: str) -> None:
-    """Wait until the broker swallowed ``dropped`` PUBACKs in all, then cut; wait for ``ids``."""
+    """Wait until the proxy has swallowed ``dropped`` PUBACKs in all (a full window of ``ids``), cut, wait for ``ids``."""
     window = sink.config.max_inflight
     wait_until(lambda: proxy.stats()["pubacks_dropped"] >= dropped, 30,
                f"{what}: the broker to acknowledge a full window that the device never hears of")
