@@ -11,7 +11,7 @@ Extras follow how people install on each kind of machine:
 """
 from setuptools import setup
 
-DEVICE = ["onnxruntime>=1.17", "pyserial>=3.5", "paho-mqtt>=2.0"]
+DEVICE = ["onnxruntime>=1.17", "pyserial>=3.5", "paho-mqtt>=2.2"]
 CAMERA = ["opencv-python-headless>=4.8"]
 # torch is left unpinned here so a Jetson or GPU workstation can bring its own build;
 # CI pins the CPU build through constraints/ci.txt.

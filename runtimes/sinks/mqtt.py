@@ -239,6 +239,7 @@ class MqttSink:
                     "back-off (check the username and password_file / password_env options)", self.config.host,
                     self.config.username, reason_code, n)
             return
+        self._drainer.take_over_resends()  # before paho re-sends its in-flight messages (see drainer)
         self._count("connects")
         self._tls_problem = None
         no_delay(client)

@@ -32,7 +32,9 @@ def make_client(mqtt: Any, cfg: MqttConfig, status_topic: str, will: bytes) -> A
     """
     # Clean session: commands are only meant for a device that is online to answer them;
     # a stale set_threshold queued for hours should not apply itself. Events need no
-    # broker session because the outbox re-sends them.
+    # broker session because the outbox re-sends them; and since the broker keeps nothing
+    # of a clean session, the drainer drops paho's own re-sends of outbox rows on reconnect
+    # (drainer.take_over_resends), which leaves the outbox as the one re-send path.
     protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
     client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
                          protocol=protocol, clean_session=None if cfg.protocol == "5" else True)
