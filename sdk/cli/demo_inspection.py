@@ -101,7 +101,9 @@ def _profile(out: Path, bundle_path: Path, video: Path, broker) -> Path:
                        "archive": {"dir": str((out / "rejects").resolve()), "max_items": 100}},
         "model": {"bundle": str(bundle_path.resolve()), "backend": "onnxruntime"},
         "mqtt": {"uri": broker.uri, "outbox": str((out / "station-outbox.sqlite").resolve()),
-                 "options": {"protocol": broker.protocol, "client_id": "edge-demo-cam"}, "health_interval_s": 30},
+                 # the demo reads its delivered decisions back from the outbox to check the verdicts
+                 "options": {"protocol": broker.protocol, "client_id": "edge-demo-cam", "keep_delivered": 1000},
+                 "health_interval_s": 30},
         **plant_sections("edge-demo-cam", report_s=0.5),
     }, sort_keys=False))
     return path

@@ -27,7 +27,7 @@ def _profile(out: Path, bundle_path: Path, broker, rate: float) -> Path:
         "model": {"bundle": str(bundle_path.resolve())},
         "scoring": {"baseline": {"mode": "off"}},
         "mqtt": {"uri": broker.uri, "outbox": str((out / "outbox.sqlite").resolve()),
-                 "options": {"protocol": broker.protocol, "client_id": "edge-demo"},
+                 "options": {"protocol": broker.protocol, "client_id": "edge-demo", "keep_delivered": 1000},
                  "telemetry_interval_s": 5, "health_interval_s": 10},
         **plant_sections("edge-demo", report_s=2.0),
     }, sort_keys=False))

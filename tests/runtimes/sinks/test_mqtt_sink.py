@@ -229,6 +229,7 @@ def test_handed_over_events_are_committed_in_order_and_flush_waits_for_them(subs
 def test_an_event_the_outbox_refuses_fails_alone_and_says_why(subscribe, open_sink, tmp_path):
     sub = subscribe([TOPICS.anomaly])
     sink = open_sink()
+    assert sink.wait_connected(20)  # an unstored event goes out directly only while connected
     with sink.outbox._lock:  # a real SQLite error on the real write path, for one topic only
         sink.outbox._db.execute("CREATE TEMP TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.topic LIKE '%/refuse' "
                                 "BEGIN SELECT RAISE(ABORT, 'simulated disk error'); END")
