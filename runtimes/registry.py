@@ -7,7 +7,7 @@ add schemes through the entry-point groups ``factoryedge.sources``, ``factoryedg
 ``"package.module:Class"``); a plugin class provides ``from_uri(uri, **options)`` and
 ``validate(uri, **options)``. Unknown schemes fail with the list of known ones.
 
-A trigger may be written as a bare scheme (``mqtt``: the runtime's own MQTT connection).
+A trigger may be written as a bare scheme (``mqtt``: the sink's broker, on a persistent trigger session of its own).
 """
 from __future__ import annotations
 
