@@ -278,8 +278,11 @@ class Camera(contracts.UriPlugin, abc.ABC):
         except SourceError as e:
             return f"reopening to loop failed: {e}"
         with self._lock:
-            self._release_locked()
-            self._reader = fresh
+            # swap, never passing through None: ``is_open`` is read without the lock, and a
+            # sorter that saw None for that instant answered a part "camera_lost" at each loop
+            old, self._reader = self._reader, fresh
+        if old is not None:
+            old.release()
         return None
 
     def latest(self) -> LatestFrame:
