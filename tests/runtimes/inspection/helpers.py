@@ -95,3 +95,21 @@ def write_folder(folder: Path, levels: list[int | None]) -> Path:
         data = buf.tobytes()
         (folder / f"img_{k:03d}.png").write_bytes(data if level is not None else data[: len(data) // 2])
     return folder
+
+
+def parts_video(path, parts: int, defective, frames_per_part: int = 3, fps: float = 30.0):
+    """A lossless (FFV1) video of ``parts`` parts, ``frames_per_part`` frames each; the ``defective`` ones have a pit.
+
+    Lossless because the test model's threshold is calibrated on sensor noise, which MJPG's
+    artefacts exceed.
+    """
+    from tests.support.image_bundle import uniform_part
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (128, 96))
+    assert writer.isOpened()
+    for p in range(parts):
+        image = uniform_part(seed=p, defect=p in defective)
+        for _ in range(frames_per_part):
+            writer.write(image)
+    writer.release()
+    return path

@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import pytest
 
 from factoryedge.runtimes.devkit.plc import Plan, Report
@@ -16,7 +15,8 @@ from factoryedge.runtimes.inspection.config import InspectionConfig
 from factoryedge.runtimes.inspection.image_model import ImageModel
 from factoryedge.runtimes.inspection.sorter import Sorter
 from factoryedge.runtimes.sinks.mqtt import MqttSink
-from tests.support.image_bundle import make_image_bundle, uniform_part
+from tests.runtimes.inspection.helpers import parts_video
+from tests.support.image_bundle import make_image_bundle
 
 PARTS, FRAMES_PER_PART, FPS = 20, 3, 30.0
 DEFECTIVE = {2, 5, 11, 17}
@@ -24,15 +24,7 @@ BASE = "factoryedge/v1/s1/l1/sorter1"
 
 
 def write_parts_video(path: Path) -> Path:
-    # lossless FFV1: the test model's threshold is calibrated on sensor noise, which MJPG's artefacts exceed
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), FPS, (128, 96))
-    assert writer.isOpened()
-    for p in range(PARTS):
-        image = uniform_part(seed=p, defect=p in DEFECTIVE)
-        for _ in range(FRAMES_PER_PART):
-            writer.write(image)
-    writer.release()
-    return path
+    return parts_video(path, PARTS, DEFECTIVE, FRAMES_PER_PART, FPS)
 
 
 @pytest.fixture(scope="module")

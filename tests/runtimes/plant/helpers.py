@@ -69,18 +69,9 @@ FRAMES_PER_PART, FPS = 3, 30.0
 
 def parts_video(path, parts: int = 12, defective=frozenset({1, 4, 7, 10})):
     """A lossless video of ``parts`` parts, ``FRAMES_PER_PART`` frames each; the defective ones have a pit."""
-    import cv2
+    from tests.runtimes.inspection.helpers import parts_video as write
 
-    from tests.support.image_bundle import uniform_part
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), FPS, (128, 96))
-    assert writer.isOpened()
-    for p in range(parts):
-        image = uniform_part(seed=p, defect=p in defective)
-        for _ in range(FRAMES_PER_PART):
-            writer.write(image)
-    writer.release()
-    return path
+    return write(path, parts, defective, FRAMES_PER_PART, FPS)
 
 
 def station_profile(tmp_path, bundle, broker, video, **web):
