@@ -108,12 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrained", choices=("auto", "yes", "no"), default="auto")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--max-false-reject", type=float, default=None,
+                   help="operating point: reject at most this share of out-of-fold good images (default: max F1)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one line per deduplicated initializer
     torch.set_num_threads(a.threads)
     pretrained = {"auto": "auto", "yes": True, "no": False}[a.pretrained]
-    config = DefectClassifierConfig(pretrained=pretrained, epochs=a.epochs, views=a.views, seed=a.seed)
+    budget = {} if a.max_false_reject is None else {"threshold_rule": "false_reject", "max_false_reject": a.max_false_reject}
+    config = DefectClassifierConfig(pretrained=pretrained, epochs=a.epochs, views=a.views, seed=a.seed, **budget)
     cv = CVConfig(folds=a.folds, repeats=a.repeats, defects_per_good=a.defects_per_good, seed=a.seed)
     try:
         run(a.out, a.data, config, cv, export=not a.no_export)

@@ -37,7 +37,7 @@ from torch.utils.data import WeightedRandomSampler
 from factoryedge.errors import ConfigError, DataError
 from factoryedge.evaluation.plots import classifier_curve_png
 from factoryedge.features.image import ImagePreprocessingSpec, ImagePreprocessor
-from factoryedge.scoring import ScoreRule, score_stats
+from factoryedge.scoring import ScoreRule, budget_threshold, score_stats
 from factoryedge.training.classifier_net import (
     ARCHITECTURES,
     GRID_STRIDE,
@@ -63,7 +63,9 @@ class DefectClassifierConfig:
     per image; 0 trains on image labels alone. ``kernel`` is the head's first convolution
     (1: each cell on its own; 3: with its neighbours).
     ``threshold_rule`` "max_f1" takes the out-of-fold F1 optimum, "recall" the highest
-    threshold that keeps out-of-fold recall at ``target_recall``."""
+    threshold that keeps out-of-fold recall at ``target_recall``, "false_reject" the
+    lowest that rejects at most ``max_false_reject`` of the out-of-fold good scores (the
+    anomaly detectors' operating point, so both can be compared at one budget)."""
 
     pretrained: bool | Literal["auto"] = "auto"
     hidden: int = 64
@@ -79,8 +81,9 @@ class DefectClassifierConfig:
     cell_weight: float = 1.0
     class_weighting: bool = True
     calibration_folds: int = 3
-    threshold_rule: Literal["max_f1", "recall"] = "max_f1"
+    threshold_rule: Literal["max_f1", "recall", "false_reject"] = "max_f1"
     target_recall: float = 0.9
+    max_false_reject: float = 0.01
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
 
@@ -92,8 +95,10 @@ class DefectClassifierConfig:
                 raise ConfigError(f"{name} {getattr(self, name)} must be at least 1")
         if self.calibration_folds < 2:
             raise ConfigError(f"calibration_folds {self.calibration_folds} must be at least 2")
-        if self.threshold_rule not in ("max_f1", "recall") or not 0 < self.target_recall <= 1:
+        if self.threshold_rule not in ("max_f1", "recall", "false_reject") or not 0 < self.target_recall <= 1:
             raise ConfigError(f"threshold_rule {self.threshold_rule!r} / target_recall {self.target_recall} invalid")
+        if not 0 < self.max_false_reject < 1:
+            raise ConfigError(f"max_false_reject {self.max_false_reject} must lie in (0, 1)")
 
 
 @dataclass
@@ -263,13 +268,18 @@ def train_model(views: ViewSet, val: ViewSet | None, config: DefectClassifierCon
     return net, history, val_probs
 
 
-def choose_threshold(scores: np.ndarray, labels: np.ndarray, rule: str, target_recall: float) -> float:
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, rule: str, target_recall: float,
+                     max_false_reject: float = 0.01) -> float:
     """Operating point on held-out scores; a part is rejected when its score is >= the threshold.
 
     The threshold sits halfway between the chosen score and the next lower one, so scores
-    a little below the held-out defect's still reject.
+    a little below the held-out defect's still reject. "false_reject" uses the good scores
+    alone (``budget_threshold``, as the anomaly detectors do).
     """
     from sklearn.metrics import precision_recall_curve
+
+    if rule == "false_reject":
+        return budget_threshold(scores[labels == 0], max_false_reject, source="out-of-fold good images")[0]
 
     prec, rec, thr = precision_recall_curve(labels, scores)
     prec, rec = prec[:-1], rec[:-1]
@@ -334,7 +344,7 @@ def fit_defect_classifier(
         })
     best = min(history, key=lambda h: h["val_loss"])["epoch"]
     held = oof[best - 1]
-    threshold = choose_threshold(held, y, config.threshold_rule, config.target_recall)
+    threshold = choose_threshold(held, y, config.threshold_rule, config.target_recall, config.max_false_reject)
     net, final_hist, _ = train_model(views, None, config, best, config.seed)
     for row, fin in zip(history, final_hist):
         row["final_train_loss"] = fin["train_loss"]
@@ -355,7 +365,8 @@ def fit_defect_classifier(
         "class_weighting": config.class_weighting,
         "calibration_folds": config.calibration_folds,
         "epochs_chosen": int(best),
-        "threshold_rule": config.threshold_rule if config.threshold_rule == "max_f1" else f"recall>={config.target_recall}",
+        "threshold_rule": {"max_f1": "max_f1", "recall": f"recall>={config.target_recall}",
+                           "false_reject": f"false_reject<={config.max_false_reject}"}[config.threshold_rule],
         "held_out": {
             "auroc": float(roc_auc_score(y, held)),
             "average_precision": float(average_precision_score(y, held)),

@@ -167,6 +167,18 @@ def test_choose_threshold_from_held_out_scores():
     assert choose_threshold(scores, labels, "recall", 1.0) <= 0.3
 
 
+def test_false_reject_rule_uses_the_good_scores_alone():
+    rng = np.random.default_rng(0)
+    good, bad = rng.normal(0.2, 0.05, 200), rng.normal(0.5, 0.2, 20)
+    scores, labels = np.concatenate([good, bad]), np.array([0] * 200 + [1] * 20)
+    t = choose_threshold(scores, labels, "false_reject", 0.9, max_false_reject=0.02)
+    assert np.sum(good > t) == 4  # floor(0.02 * 200) good parts may be rejected, no more
+    t_loose = choose_threshold(scores, labels, "false_reject", 0.9, max_false_reject=0.1)
+    assert t_loose < t and np.sum(good > t_loose) == 20
+    # the defects do not move it: the same goods with other defects give the same threshold
+    assert choose_threshold(np.concatenate([good, bad * 3]), labels, "false_reject", 0.9, max_false_reject=0.02) == t
+
+
 @pytest.mark.parametrize(
     "change, error, match",
     [
