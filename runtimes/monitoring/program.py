@@ -40,6 +40,7 @@ class _Counters:
     samples: int = 0
     windows: int = 0
     events: int = 0
+    telemetry: int = 0  # telemetry payloads made (the last one's seq)
     dropped_frames: int = 0
     gaps: int = 0
     period_gaps: int = 0
@@ -212,6 +213,7 @@ class ConditionMonitor(DeviceProgram):
             model_name=self.model.name, model_version=self.model.version, anomaly_state=state,
             n_over_threshold=int(np.count_nonzero(rule.is_anomalous(np.asarray(scores, float)))),
             seq=next(self._telemetry_seq), run_id=self.run_id, gaps=gaps))
+        self.counters.telemetry += 1
         self._period_start = end
 
     def health_fields(self) -> dict[str, Any]:
