@@ -45,6 +45,7 @@ class _Counters:
     gaps: int = 0
     period_gaps: int = 0
     last_window_end: float | None = None
+    last_window_mono: float | None = None  # the same instant on the monotonic clock, for lag_s
     period_scores: list = field(default_factory=list)
 
 
@@ -126,7 +127,8 @@ class ConditionMonitor(DeviceProgram):
             for block in self.source.blocks():
                 if self.stopping:
                     break
-                self.process(block.samples, block.t_wall, gap=block.gap, dropped=block.dropped)
+                self.process(block.samples, block.t_wall, gap=block.gap, dropped=block.dropped,
+                             t_mono=block.t_monotonic)
         log.info("stopped: %d windows scored, %d events", self.counters.windows, self.counters.events)
 
     def stop(self) -> None:
@@ -137,8 +139,13 @@ class ConditionMonitor(DeviceProgram):
         except FactoryEdgeError as e:  # closing a source that failed to open
             log.debug("closing source: %s", e)
 
-    def process(self, samples: np.ndarray, t_last: float, gap: bool = False, dropped: int = 0) -> list:
-        """Window, score and debounce one block of samples; publishes the events it causes."""
+    def process(self, samples: np.ndarray, t_last: float, gap: bool = False, dropped: int = 0,
+                t_mono: float | None = None) -> list:
+        """Window, score and debounce one block of samples; publishes the events it causes.
+
+        ``t_last`` stamps the block's last sample on the wall clock, ``t_mono`` (default: now)
+        on the monotonic one, so health's ``lag_s`` stays true when the wall clock jumps.
+        """
         spec = self.model.spec
         if samples.shape[1] != len(spec.channels):
             raise SourceError(
@@ -162,6 +169,7 @@ class ConditionMonitor(DeviceProgram):
             starts = ends - (spec.window - 1) / spec.sample_rate
             c.windows += len(scores)
             c.last_window_end = float(ends[-1])
+            c.last_window_mono = (time.monotonic() if t_mono is None else t_mono) - (t_last - c.last_window_end)
             c.period_scores.extend(scores.tolist())
             if self.baseliner is not None and self.baseliner.collecting:
                 state = self.baseliner.add(scores, ends)
@@ -221,7 +229,7 @@ class ConditionMonitor(DeviceProgram):
         dt = max(now - last["t"], 1e-6)
         fields = dict(
             input_rate_hz=(c.samples - last["samples"]) / dt, window_rate_hz=(c.windows - last["windows"]) / dt,
-            lag_s=(clock.wall() - c.last_window_end) if c.last_window_end else None, dropped_frames=c.dropped_frames,
+            lag_s=(now - c.last_window_mono) if c.last_window_mono is not None else None, dropped_frames=c.dropped_frames,
             extra={"gaps": c.gaps, "events": c.events, "threshold": self.debounce.threshold,
                    "baselining": self._baselining},
         )

@@ -82,3 +82,6 @@ def test_wall_clock_set_back_an_hour_keeps_event_order_by_sequence(tmp_path, bro
     assert jumped, "no health report after the jump"
     uptimes = [h["uptime_s"] for h in health]
     assert uptimes == sorted(uptimes) and uptimes[0] >= 0
+    # lag (now against the last scored window) on the monotonic clock: never an hour, never negative
+    lags = [h["lag_s"] for h in jumped if h["lag_s"] is not None]
+    assert lags and all(0 <= lag < 600 for lag in lags), lags
