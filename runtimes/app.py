@@ -59,7 +59,7 @@ class DeviceProgram:
         self._resources: list[Any] = []
         self._periodic: list[tuple[float, Callable[[], None]]] = []
         self._stop = threading.Event()
-        self._started = time.time()
+        self._started = time.monotonic()  # uptime is a duration: a wall-clock jump must not bend it
         self._latencies: deque[float] = deque(maxlen=2048)  # recent per-input model times, seconds
         self._latency_lock = threading.Lock()
         self.watchdog = Watchdog()  # systemd's READY=1 / WATCHDOG=1; inert outside systemd
@@ -194,7 +194,7 @@ class DeviceProgram:
         if len(recent):
             fields["inference_ms_p50"], fields["inference_ms_p99"] = (float(v) for v in
                                                                        np.percentile(recent, [50, 99]) * 1000.0)
-        return msg.health_payload(self.identity, uptime_s=time.time() - self._started,
+        return msg.health_payload(self.identity, uptime_s=time.monotonic() - self._started,
                                   outbox_depth=stats.outbox_depth, mqtt_reconnects=stats.reconnects,
                                   outbox_full=getattr(stats, "store_failed", None),
                                   oldest_undelivered_s=getattr(stats, "oldest_undelivered_s", None),

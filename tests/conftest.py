@@ -36,8 +36,16 @@ def subscribe(tmp_path, broker):
 
 
 @pytest.fixture(scope="session")
-def sim_bundle(tmp_path_factory):
-    """A dense-autoencoder bundle trained on 30 s of a simulated healthy bearing at 12 kHz."""
-    from tests.support.sim_model import train_sim_bundle
+def sim_bundle(tmp_path_factory, pytestconfig):
+    """A dense-autoencoder bundle trained on 30 s of a simulated healthy bearing at 12 kHz.
 
-    return train_sim_bundle(tmp_path_factory.mktemp("sim_bundle"))
+    Trained once per state of the sdk/exporter code and kept in pytest's cache (unless the
+    cache plugin is off), since training dominates the start of every session that needs it.
+    """
+    from tests.support.sim_model import cached_sim_bundle, train_sim_bundle
+
+    out = tmp_path_factory.mktemp("sim_bundle")
+    cache = getattr(pytestconfig, "cache", None)
+    if cache is None:
+        return train_sim_bundle(out)
+    return cached_sim_bundle(cache.mkdir("factoryedge"), out)

@@ -4,17 +4,18 @@ Every payload carries ``"schema": "factoryedge.<kind>/<major>"``. Within one maj
 fields are only ever added, so consumers must ignore fields they do not know (``parse``
 does exactly that). Builders refuse unknown fields (a typo is a bug) and non-finite numbers
 (JSON has no NaN). Times are given twice: ISO-8601 UTC for people and epoch seconds for
-programs.
+programs. The wall clock behind them is ``factoryedge.runtimes.clock``'s, and it can jump:
+payloads that consumers must order also carry the device's own ``seq`` and ``time_mono``.
 """
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from factoryedge.errors import ConfigError
+from factoryedge.runtimes import clock
 from factoryedge.runtimes.messages.identity import Identity, iso_utc
 
 
@@ -40,7 +41,7 @@ class Payload(BaseModel):
 
 def common(schema: str, identity: Identity, now: float | None) -> dict[str, Any]:
     """The shared fields of a payload made now (or at ``now``)."""
-    now = time.time() if now is None else now
+    now = clock.wall() if now is None else now
     return {"schema": schema, **identity.fields(), "time_utc": iso_utc(now), "time_epoch": now}
 
 

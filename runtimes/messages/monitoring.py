@@ -9,12 +9,19 @@ from typing import Any, Literal
 from pydantic import Field
 
 from factoryedge.errors import ConfigError
+from factoryedge.runtimes import clock
 from factoryedge.runtimes.messages.base import Payload, build, common
 from factoryedge.runtimes.messages.identity import Identity, iso_utc
 
 ANOMALY = "factoryedge.anomaly/1"
 TELEMETRY = "factoryedge.telemetry/1"
 Severity = Literal["warning", "alarm", "critical"]
+RUN_ID = r"^[0-9a-f]{32}$"
+
+
+def _order_fields(seq: int | None, run_id: str | None, time_mono: float | None) -> dict[str, Any]:
+    """The device's own order of a payload: its sequence number in this run, and the monotonic clock."""
+    return {"seq": seq, "run_id": run_id, "time_mono": clock.monotonic() if time_mono is None else time_mono}
 
 
 class AnomalyPayload(Payload):
@@ -35,14 +42,23 @@ class AnomalyPayload(Payload):
     model_name: str
     model_version: str
     details: dict[str, Any] = Field(default_factory=dict)
+    # Added within /1 (older devices omit them): the device's own order, immune to wall-clock jumps.
+    seq: int | None = Field(None, ge=1)
+    run_id: str | None = Field(None, pattern=RUN_ID)
+    time_mono: float | None = None
 
 
 def anomaly_payload(identity: Identity, *, severity: str, score: float, threshold: float,
                     window_start: float, window_end: float, model_name: str, model_version: str,
                     state: str = "raised", peak_score: float | None = None, n_windows: int = 1,
                     details: dict[str, Any] | None = None, event_id: str | None = None,
-                    now: float | None = None) -> AnomalyPayload:
-    """Build an anomaly event; window times are epoch seconds. Raises ConfigError if invalid."""
+                    now: float | None = None, seq: int | None = None, run_id: str | None = None,
+                    time_mono: float | None = None) -> AnomalyPayload:
+    """Build an anomaly event; window times are epoch seconds. Raises ConfigError if invalid.
+
+    ``seq`` numbers the device's anomaly events from 1 within one run (``run_id``);
+    ``time_mono`` defaults to the monotonic clock now.
+    """
     if window_end < window_start:
         raise ConfigError(f"window_end {window_end!r} is before window_start {window_start!r}")
     return build(AnomalyPayload, **common(ANOMALY, identity, now),
@@ -50,17 +66,19 @@ def anomaly_payload(identity: Identity, *, severity: str, score: float, threshol
                   peak_score=peak_score, threshold=threshold,
                   window_start_utc=iso_utc(window_start), window_end_utc=iso_utc(window_end),
                   window_start_epoch=window_start, window_end_epoch=window_end, n_windows=n_windows,
-                  model_name=model_name, model_version=model_version, details=details or {})
+                  model_name=model_name, model_version=model_version, details=details or {},
+                  **_order_fields(seq, run_id, time_mono))
 
 
 def anomaly_from_event(identity: Identity, event: Any, model_name: str, model_version: str,
-                       details: dict[str, Any] | None = None) -> AnomalyPayload:
+                       details: dict[str, Any] | None = None, seq: int | None = None,
+                       run_id: str | None = None) -> AnomalyPayload:
     """The payload for a ``factoryedge.debounce.AnomalyEvent``, keeping its event_id."""
     return anomaly_payload(identity, severity=event.severity, score=event.score, threshold=event.threshold,
                            window_start=event.window_start, window_end=event.window_end,
                            model_name=model_name, model_version=model_version, state=event.kind,
                            peak_score=event.peak_score, n_windows=event.n_windows, details=details,
-                           event_id=event.event_id)
+                           event_id=event.event_id, seq=seq, run_id=run_id)
 
 
 class TelemetryPayload(Payload):
@@ -81,12 +99,19 @@ class TelemetryPayload(Payload):
     anomaly_state: Severity | None = None
     model_name: str
     model_version: str
+    # Added within /1 (older devices omit them): see AnomalyPayload. ``gaps``: stream gaps
+    # (unplugged sensor, lost frames, a new burst) in the period; windows never span one.
+    seq: int | None = Field(None, ge=1)
+    run_id: str | None = Field(None, pattern=RUN_ID)
+    time_mono: float | None = None
+    gaps: int | None = Field(None, ge=0)
 
 
 def telemetry_payload(identity: Identity, scores: Iterable[float], *, threshold: float,
                       period_start: float, period_end: float, model_name: str, model_version: str,
                       anomaly_state: str | None = None, now: float | None = None,
-                      n_over_threshold: int | None = None) -> TelemetryPayload:
+                      n_over_threshold: int | None = None, seq: int | None = None, run_id: str | None = None,
+                      time_mono: float | None = None, gaps: int | None = None) -> TelemetryPayload:
     """Summarise the scores of one period; score fields are null when the period had no windows.
 
     ``n_over_threshold`` is counted by the caller's score rule; when omitted, a score at or
@@ -103,4 +128,5 @@ def telemetry_payload(identity: Identity, scores: Iterable[float], *, threshold:
                   score_last=finite[-1] if finite else None,
                   n_over_threshold=(sum(v >= threshold for v in finite) if n_over_threshold is None
                                     else n_over_threshold), threshold=threshold,
-                  anomaly_state=anomaly_state, model_name=model_name, model_version=model_version)
+                  anomaly_state=anomaly_state, model_name=model_name, model_version=model_version, gaps=gaps,
+                  **_order_fields(seq, run_id, time_mono))

@@ -11,9 +11,11 @@ anomalous.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import numpy as np
 from factoryedge.debounce import Debounce
 from factoryedge.errors import ConfigError, FactoryEdgeError, SourceError
 from factoryedge.features.windowing import StreamWindower
+from factoryedge.runtimes import clock
 from factoryedge.runtimes import messages as msg
 from factoryedge.runtimes.app import DeviceProgram
 from factoryedge.runtimes.monitoring.baselining import Baseliner
@@ -37,9 +40,12 @@ class _Counters:
     samples: int = 0
     windows: int = 0
     events: int = 0
+    telemetry: int = 0  # telemetry payloads made (the last one's seq)
     dropped_frames: int = 0
     gaps: int = 0
+    period_gaps: int = 0
     last_window_end: float | None = None
+    last_window_mono: float | None = None  # the same instant on the monotonic clock, for lag_s
     period_scores: list = field(default_factory=list)
 
 
@@ -78,7 +84,12 @@ class ConditionMonitor(DeviceProgram):
                 check_source_rate(self.source, profile.sensor.uri, self.model)  # before connecting anywhere
             self.counters = _Counters()
             self._lock = threading.RLock()
-            self._period_start = time.time()
+            self._period_start = clock.wall()
+            # The device's own order of what it publishes, immune to wall-clock jumps: one run
+            # id per start, and a sequence per payload kind (see firmware-config/mqtt.md).
+            self.run_id = uuid.uuid4().hex
+            self._event_seq = itertools.count(1)
+            self._telemetry_seq = itertools.count(1)
             self._last = {"samples": 0, "windows": 0, "t": time.monotonic()}
             self.open_sink(sink)
             self.every(profile.mqtt.telemetry_interval_s, self._send_telemetry)
@@ -116,7 +127,8 @@ class ConditionMonitor(DeviceProgram):
             for block in self.source.blocks():
                 if self.stopping:
                     break
-                self.process(block.samples, block.t_wall, gap=block.gap, dropped=block.dropped)
+                self.process(block.samples, block.t_wall, gap=block.gap, dropped=block.dropped,
+                             t_mono=block.t_monotonic)
         log.info("stopped: %d windows scored, %d events", self.counters.windows, self.counters.events)
 
     def stop(self) -> None:
@@ -127,8 +139,13 @@ class ConditionMonitor(DeviceProgram):
         except FactoryEdgeError as e:  # closing a source that failed to open
             log.debug("closing source: %s", e)
 
-    def process(self, samples: np.ndarray, t_last: float, gap: bool = False, dropped: int = 0) -> list:
-        """Window, score and debounce one block of samples; publishes the events it causes."""
+    def process(self, samples: np.ndarray, t_last: float, gap: bool = False, dropped: int = 0,
+                t_mono: float | None = None) -> list:
+        """Window, score and debounce one block of samples; publishes the events it causes.
+
+        ``t_last`` stamps the block's last sample on the wall clock, ``t_mono`` (default: now)
+        on the monotonic one, so health's ``lag_s`` stays true when the wall clock jumps.
+        """
         spec = self.model.spec
         if samples.shape[1] != len(spec.channels):
             raise SourceError(
@@ -140,6 +157,7 @@ class ConditionMonitor(DeviceProgram):
             c.samples += len(samples)
             c.dropped_frames += dropped
             c.gaps += int(gap)
+            c.period_gaps += int(gap)
             windows, ends = self.windower.push(samples, t_last, gap=gap)
             if not len(windows):
                 return []
@@ -151,6 +169,7 @@ class ConditionMonitor(DeviceProgram):
             starts = ends - (spec.window - 1) / spec.sample_rate
             c.windows += len(scores)
             c.last_window_end = float(ends[-1])
+            c.last_window_mono = (time.monotonic() if t_mono is None else t_mono) - (t_last - c.last_window_end)
             c.period_scores.extend(scores.tolist())
             if self.baseliner is not None and self.baseliner.collecting:
                 state = self.baseliner.add(scores, ends)
@@ -174,7 +193,8 @@ class ConditionMonitor(DeviceProgram):
             worst = details[int(np.argmax(scores))] ** 2
             top = np.argsort(-worst)[:3]
             extra["top_contributors"] = {names[i]: round(float(worst[i]), 4) for i in top}
-        payload = msg.anomaly_from_event(self.identity, ev, self.model.name, self.model.version, extra)
+        payload = msg.anomaly_from_event(self.identity, ev, self.model.name, self.model.version, extra,
+                                         seq=next(self._event_seq), run_id=self.run_id)
         # Handed to the sink's writer thread: scoring does not wait for the disk. The writer
         # commits it (and logs and counts a failure) within about one fsync.
         self.sink.publish_event(self.sink.topics.anomaly, payload, wait=False)
@@ -192,13 +212,16 @@ class ConditionMonitor(DeviceProgram):
     def _send_telemetry(self) -> None:
         with self._lock:
             scores, self.counters.period_scores = self.counters.period_scores, []
+            gaps, self.counters.period_gaps = self.counters.period_gaps, 0
             state = self.debounce.active
             rule = self.debounce.rule
-        end = time.time()
+        end = clock.wall()
         self.sink.publish_telemetry(self.sink.topics.telemetry, msg.telemetry_payload(
             self.identity, scores, threshold=rule.threshold, period_start=self._period_start, period_end=end,
             model_name=self.model.name, model_version=self.model.version, anomaly_state=state,
-            n_over_threshold=int(np.count_nonzero(rule.is_anomalous(np.asarray(scores, float))))))
+            n_over_threshold=int(np.count_nonzero(rule.is_anomalous(np.asarray(scores, float)))),
+            seq=next(self._telemetry_seq), run_id=self.run_id, gaps=gaps))
+        self.counters.telemetry += 1
         self._period_start = end
 
     def health_fields(self) -> dict[str, Any]:
@@ -206,7 +229,7 @@ class ConditionMonitor(DeviceProgram):
         dt = max(now - last["t"], 1e-6)
         fields = dict(
             input_rate_hz=(c.samples - last["samples"]) / dt, window_rate_hz=(c.windows - last["windows"]) / dt,
-            lag_s=(time.time() - c.last_window_end) if c.last_window_end else None, dropped_frames=c.dropped_frames,
+            lag_s=(now - c.last_window_mono) if c.last_window_mono is not None else None, dropped_frames=c.dropped_frames,
             extra={"gaps": c.gaps, "events": c.events, "threshold": self.debounce.threshold,
                    "baselining": self._baselining},
         )

@@ -108,7 +108,7 @@ class LiveState:
         self.identity = identity
         self.kind = kind
         self.bin_s = float(bin_s)
-        self.started = time.time()
+        self.started = time.monotonic()  # for uptime, a duration
         self.card: ModelCard | None = None
         self.threshold: float | None = None
         self.anomaly_active = False
@@ -232,7 +232,7 @@ class LiveState:
         with self._lock:
             out = {
                 "version": self.version, "now": time.time(), "kind": self.kind, "identity": self.identity.fields(),
-                "uptime_s": time.time() - self.started, "card": self.card.as_dict() if self.card else None,
+                "uptime_s": time.monotonic() - self.started, "card": self.card.as_dict() if self.card else None,
                 "threshold": self.threshold, "anomaly_active": self.anomaly_active, "severity": self.severity,
                 "last_score": self.last_score, "windows_scored": self.windows_scored,
                 "events_total": sum(self.events.values()), "events_by_severity": dict(self.events),

@@ -11,7 +11,7 @@ import numpy as np
 class SampleBlock:
     """Consecutive samples from a source, scaled to physical units, with host arrival times.
 
-    ``t_monotonic`` / ``t_wall`` are ``time.monotonic()`` / ``time.time()`` taken when the
+    ``t_monotonic`` / ``t_wall`` are ``time.monotonic()`` / ``factoryedge.runtimes.clock.wall()`` taken when the
     bytes completing the block's last sample arrived (a replay: when the block was due).
     ``seq`` is the first fe1 frame's sequence number, the first CSV line's sample index, or the
     first replayed sample's index in the recording. ``gap`` is true when samples were lost or

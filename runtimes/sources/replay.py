@@ -30,6 +30,7 @@ import numpy as np
 
 from factoryedge.data.snapshots import is_snapshot_source, load_snapshots
 from factoryedge.errors import ConfigError, DataError
+from factoryedge.runtimes import clock
 from factoryedge.runtimes.contracts import UriPlugin
 from factoryedge.runtimes.options import as_bool, as_float, as_int, parse_options, split_uri
 from factoryedge.runtimes.sources.base import SampleBlock
@@ -161,14 +162,14 @@ class ReplaySource(UriPlugin):
                 if delay > 0 and self._closing.wait(delay):
                     return
             self.blocks_out += 1
-            yield SampleBlock(signal[idx:end], time.monotonic(), time.time(), idx, gap, 0, None, self.stats)
+            yield SampleBlock(signal[idx:end], time.monotonic(), clock.wall(), idx, gap, 0, None, self.stats)
             idx, gap = end, False
 
     def _snapshot_blocks(self) -> Iterator[SampleBlock]:
         """Each burst in blocks of at most ``block`` samples; a block never spans two bursts."""
         signal, times, n, fs = self.signal, self.burst_t_s, self._burst_samples, self.sample_rate
         period = float(times[-1]) + n / fs  # a loop restarts one burst length after the last burst ends
-        t0, wall0, offset = time.monotonic(), time.time(), 0.0
+        t0, wall0, offset = time.monotonic(), clock.wall(), 0.0
         self.t_wall0 = wall0
         while not self._closing.is_set():
             for b, tb in enumerate(times):

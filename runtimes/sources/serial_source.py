@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from factoryedge.errors import ConfigError, SourceError
+from factoryedge.runtimes import clock
 from factoryedge.runtimes.contracts import UriPlugin
 from factoryedge.runtimes.options import as_bool, as_choice, as_float, as_int, as_scale, parse_options, split_uri
 from factoryedge.runtimes.serial_port import PortLost, SerialPort, import_serial
@@ -209,7 +210,7 @@ class SerialSource(UriPlugin):
                     break
                 continue
             if data:
-                t_mono, t_wall = time.monotonic(), time.time()
+                t_mono, t_wall = time.monotonic(), clock.wall()
                 frames = self._decoder.feed(data)
                 if frames and not self._synced:
                     self._first_frames(frames[0])

@@ -21,6 +21,7 @@ import pytest
 from factoryedge.errors import SinkError
 from factoryedge.runtimes import messages as msg
 from factoryedge.runtimes.sinks.mqtt import MqttSink
+from tests.faults.report import report
 from tests.support.broker import wait_until
 
 IDENTITY = msg.Identity(site="plant1", line="press3", machine="m7", device_id="edge-full")
@@ -162,11 +163,6 @@ def received_ids(sub) -> list[str]:
     return [m.json()["event_id"] for m in sub.messages() if m.topic.endswith("/event/anomaly")]
 
 
-def report(name: str, produced: int, received: list[str]) -> None:
-    print(f"\n{name}: produced {produced} / delivered {len(set(received))} / "
-          f"duplicated {len(received) - len(set(received))}")
-
-
 def test_full_disk_keeps_publishing_and_delivers_every_stored_event(limit, broker, subscribe, caplog):
     folder, options, filler = limit
     sub = subscribe([TOPICS.anomaly])
@@ -265,7 +261,7 @@ def test_outbox_stays_small_with_nothing_pending(tmp_path, broker, subscribe):
 def test_monitor_keeps_scoring_while_the_outbox_is_full(tmp_path, broker, subscribe, sim_bundle):
     from factoryedge.runtimes.monitoring.program import ConditionMonitor
     from factoryedge.runtimes.profile import load_profile
-    from tests.runtimes.monitoring.test_program_e2e import alternating_recording, write_profile
+    from tests.support.monitoring import alternating_recording, write_profile
 
     sub = subscribe(["factoryedge/v1/+/+/+/event/anomaly", "factoryedge/v1/+/+/+/health"])
 
@@ -312,7 +308,7 @@ def test_factoryedge_run_starts_and_scores_on_a_full_disk(limit, tmp_path, broke
 
     import yaml
 
-    from tests.runtimes.monitoring.test_program_e2e import alternating_recording, write_profile
+    from tests.support.monitoring import alternating_recording, write_profile
 
     folder, options, filler = limit
     sub = subscribe(["factoryedge/v1/+/+/+/event/anomaly"])

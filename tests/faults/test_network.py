@@ -19,7 +19,8 @@ from factoryedge.runtimes import messages as msg
 from factoryedge.runtimes.monitoring.program import ConditionMonitor
 from factoryedge.runtimes.profile import load_profile
 from factoryedge.runtimes.sinks.mqtt import MqttSink
-from tests.runtimes.monitoring import test_program_e2e as e2e
+from tests.faults.report import report
+from tests.support import monitoring as e2e
 from tests.support.broker import wait_until
 from tests.support.proxy import FaultyProxy
 
@@ -74,10 +75,7 @@ def _cut_after_a_silent_window(sink, proxy, sub, ids: list[str], dropped: int, w
 
 
 def _report(name: str, produced: list[str], copies: Counter, proxy: FaultyProxy) -> int:
-    duplicated = sum(copies.values()) - len(copies)
-    print(f"\n{name}: produced {len(produced)} / delivered {len(set(produced) & set(copies))} / "
-          f"duplicated {duplicated} (paho's own DUP re-sends {proxy.stats()['dup_publishes']})")
-    return duplicated
+    return report(name, produced, list(copies.elements()), f"paho's own DUP re-sends {proxy.stats()['dup_publishes']}")
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])

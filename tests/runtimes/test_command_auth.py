@@ -20,8 +20,8 @@ from factoryedge.runtimes.profile import load_profile
 from factoryedge.signed_commands import sign_command
 from factoryedge.signing import generate_keypair, load_private_key, load_public_key
 from tests.cli.test_cli import assert_one_line_error, cli
-from tests.runtimes.monitoring.test_program_e2e import write_profile
 from tests.support.broker import require_binary, wait_until
+from tests.support.monitoring import write_profile
 from tests.support.tiny_bundle import tiny_bundle
 
 DEVICE = "factoryedge/v1/plant1/l2/pump-7"

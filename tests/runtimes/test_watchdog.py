@@ -18,8 +18,8 @@ from factoryedge.runtimes.monitoring.program import ConditionMonitor
 from factoryedge.runtimes.profile import load_profile
 from factoryedge.runtimes.sources.base import SampleBlock
 from factoryedge.runtimes.watchdog import Watchdog
-from tests.runtimes.monitoring.test_program_e2e import SCALE, write_profile
 from tests.support.broker import wait_until
+from tests.support.monitoring import SCALE, write_profile
 from tests.support.sim_model import RPM, SAMPLE_RATE
 
 

@@ -49,7 +49,7 @@ def test_anomaly_payload_has_the_documented_fields():
     assert set(body) == COMMON | {
         "event_id", "state", "severity", "score", "peak_score", "threshold", "window_start_utc",
         "window_end_utc", "window_start_epoch", "window_end_epoch", "n_windows", "model_name",
-        "model_version", "details"}
+        "model_version", "details", "seq", "run_id", "time_mono"}
     assert re.fullmatch(r"[0-9a-f]{32}", body["event_id"])
     assert body["machine"] == "m7" and body["device_id"] == "edge-test"
     assert body["window_start_utc"] == "2023-11-14T22:13:20.000Z"

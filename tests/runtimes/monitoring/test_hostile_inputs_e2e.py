@@ -22,9 +22,9 @@ from factoryedge.runtimes.monitoring.program import ConditionMonitor
 from factoryedge.runtimes.profile import load_profile
 from factoryedge.runtimes.sources.serial_source import SerialSource
 from factoryedge.runtimes.sources.wire import encode_fe1_frame
-from tests.runtimes.monitoring.test_program_e2e import SCALE, write_profile
 from tests.runtimes.sources.ptys import Pty
 from tests.support.broker import require_binary, wait_until
+from tests.support.monitoring import SCALE, write_profile
 from tests.support.sim_model import SAMPLE_RATE
 
 pytest.importorskip("serial", reason="pyserial is the 'device' extra")

@@ -12,9 +12,9 @@ from factoryedge.data.simulator import simulate_bearing
 from factoryedge.runtimes.devkit.sensor_node import SensorStreamer
 from factoryedge.runtimes.monitoring.program import ConditionMonitor
 from factoryedge.runtimes.profile import load_profile
-from tests.runtimes.monitoring.test_program_e2e import SCALE, write_profile
 from tests.runtimes.sources.ptys import Pty
 from tests.support.broker import wait_until
+from tests.support.monitoring import SCALE, write_profile
 from tests.support.sim_model import RPM, SAMPLE_RATE
 
 pytest.importorskip("serial", reason="pyserial is the 'device' extra")

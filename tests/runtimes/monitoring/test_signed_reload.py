@@ -15,8 +15,8 @@ from factoryedge.data.simulator import simulate_bearing
 from factoryedge.runtimes.monitoring.program import ConditionMonitor
 from factoryedge.runtimes.profile import load_profile
 from factoryedge.signing import generate_keypair, load_private_key
-from tests.runtimes.monitoring.test_program_e2e import write_profile
 from tests.support.broker import wait_until
+from tests.support.monitoring import write_profile
 from tests.support.tiny_bundle import tiny_bundle
 
 BASE = "factoryedge/v1/plant1/l2/pump-7"

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tests.runtimes.monitoring.test_program_e2e import alternating_recording
 from tests.support.broker import wait_until
+from tests.support.monitoring import alternating_recording
 
 
 @dataclass

@@ -11,7 +11,7 @@ from factoryedge.runtimes.monitoring.program import ConditionMonitor
 from factoryedge.runtimes.plant.live import NO_LIVE_STATE, Histogram, LiveState
 from factoryedge.runtimes.profile import load_profile
 from factoryedge.scoring import ScoreRule
-from tests.runtimes.monitoring.test_program_e2e import write_profile
+from tests.support.monitoring import write_profile
 from tests.support.tiny_bundle import tiny_bundle
 
 ID = msg.Identity(site="s", line="l", machine="m", device_id="d")

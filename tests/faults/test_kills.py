@@ -1,22 +1,55 @@
-"""Nothing lost: Last Will on a killed device, a broker outage, and a device killed mid-run.
+"""Kills and outages: the broker stopped mid-run, the device process SIGKILLed and restarted,
+a publisher killed mid-burst. Nothing stored is lost; duplicates on the wire are allowed
+(at-least-once) and counted by event_id.
 
-Deliveries are counted by distinct event_id: duplicates are allowed on the wire
-(at-least-once), loss is not.
+The device-level scenarios run the real condition monitor on a replayed recording that
+raises and clears anomalies; the sink-level ones run ``tests/runtimes/sinks/_publisher.py``
+in a child process so it can be killed.
 """
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
 
 from factoryedge.runtimes import messages as msg
+from factoryedge.runtimes.monitoring.program import ConditionMonitor
+from factoryedge.runtimes.profile import load_profile
 from factoryedge.runtimes.sinks.mqtt import MqttSink
 from factoryedge.runtimes.sinks.outbox import Outbox
+from tests.faults.report import report
 from tests.support.broker import wait_until
+from tests.support.monitoring import ANOMALIES, alternating_recording, anomaly_events, outbox_event_ids, write_profile
 
-from .conftest import IDENTITY, TOPICS
+IDENTITY = msg.Identity(site="plant1", line="press3", machine="m7", device_id="edge-test")
+TOPICS = msg.Topics.for_identity(IDENTITY)
+PUBLISHER = Path(__file__).parents[1] / "runtimes" / "sinks" / "_publisher.py"
+
+
+@pytest.fixture
+def sink_uri(tmp_path, broker):
+    """``sink_uri(**options)``: the URI of a sink on this broker with a per-test outbox file."""
+
+    def make(**options) -> str:
+        opts = {"site": IDENTITY.site, "line": IDENTITY.line, "machine": IDENTITY.machine,
+                "device_id": IDENTITY.device_id, "outbox": str(tmp_path / "outbox.sqlite"),
+                "reconnect_min": "0.05", "reconnect_max": "0.5", **options}
+        return f"{broker.url}?{urlencode(opts)}"
+
+    return make
+
+
+@pytest.fixture
+def publisher_cmd():
+    return [sys.executable, str(PUBLISHER)]
 
 
 def _lines(path: Path) -> list[str]:
@@ -40,6 +73,78 @@ def _event_ids(messages) -> list[str]:
     return [m.json()["event_id"] for m in messages]
 
 
+# -- the device program ------------------------------------------------------------------
+
+
+def test_broker_outage_mid_run_loses_no_event(tmp_path, broker, subscribe, sim_bundle):
+    sub = subscribe([ANOMALIES])
+    replay = alternating_recording(tmp_path)
+    profile = load_profile(write_profile(tmp_path, sim_bundle, f"replay://{replay}?speed=4&block=512", broker,
+                                         clear_windows=5))
+    monitor = ConditionMonitor(profile)
+    runner = threading.Thread(target=monitor.run)
+    runner.start()
+    wait_until(lambda: anomaly_events(sub), 15, "a first anomaly event")
+    broker.stop()
+    produced_before = monitor.counters.events
+    wait_until(lambda: monitor.counters.events >= produced_before + 2, 15, "events while the broker is down")
+    during_outage = monitor.counters.events - produced_before
+    broker.restart()
+    runner.join(timeout=60)  # the replay ends; run() closes the sink and flushes the outbox
+    assert not runner.is_alive()
+    stored = outbox_event_ids(tmp_path / "outbox.sqlite")
+    wait_until(lambda: {e["event_id"] for e in anomaly_events(sub)} >= set(stored), 15, "every stored event")
+    received = [e["event_id"] for e in anomaly_events(sub)]
+    report("broker outage mid-run", stored, received, f"{during_outage} made during the outage")
+    assert during_outage >= 2
+    assert len(stored) == len(set(stored)) == monitor.counters.events
+    assert set(received) == set(stored)
+
+
+def test_device_killed_and_restarted_delivers_every_event(tmp_path, broker, subscribe, sim_bundle):
+    sub = subscribe([ANOMALIES])
+    replay = alternating_recording(tmp_path, cycles=10)
+    path = write_profile(tmp_path, sim_bundle, f"replay://{replay}?speed=4&block=512", broker, clear_windows=5)
+    outbox = tmp_path / "outbox.sqlite"
+    cmd = [sys.executable, "-m", "factoryedge", "run", str(path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        wait_until(lambda: anomaly_events(sub), 30, "a first anomaly from the device process")
+        # With the broker gone, new events can only wait in the outbox when the process dies.
+        broker.stop()
+        wait_until(lambda: len(outbox_event_ids(outbox)) > len(anomaly_events(sub)) + 1, 20,
+                   "undelivered events in the outbox")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    left_behind = set(outbox_event_ids(outbox)) - {e["event_id"] for e in anomaly_events(sub)}
+    assert left_behind, "the test must kill the device with events still undelivered"
+    broker.restart()
+    second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        wait_until(lambda: {e["event_id"] for e in anomaly_events(sub)} >= left_behind, 30,
+                   "the restarted device to deliver what the killed one left behind")
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=30)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert second.returncode == 0, err.decode(errors="replace")[-2000:]
+    stored = outbox_event_ids(outbox)
+    wait_until(lambda: {e["event_id"] for e in anomaly_events(sub)} >= set(stored), 15, "every stored event")
+    received = [e["event_id"] for e in anomaly_events(sub)]
+    report("device SIGKILLed and restarted", stored, received, f"{len(left_behind)} left in the outbox at the kill")
+    # at-least-once on the wire; exactly once after de-duplication by event_id
+    assert set(received) == set(stored) and len(set(stored)) == len(stored)
+    assert len(received) >= len(stored)
+
+
+# -- the sink alone ----------------------------------------------------------------------
+
+
 def test_killed_publisher_leaves_a_retained_offline_status(subscribe, sink_uri, publisher_cmd, tmp_path):
     watcher = subscribe([TOPICS.status])
     out = tmp_path / "publisher.out"
@@ -50,6 +155,8 @@ def test_killed_publisher_leaves_a_retained_offline_status(subscribe, sink_uri, 
     finally:
         _kill(proc)
     last = watcher.wait_for(lambda m: m[-1].json()["state"] == "offline", 10, "the Last Will")[-1].json()
+    offline = [m for m in watcher.messages() if m.json()["state"] == "offline"]
+    report("publisher SIGKILLed: Last Will", 1, ["offline"] * len(offline), "the offline status")
     assert last["reason"] == "connection_lost" and last["schema"] == "factoryedge.status/1"
     assert last["machine"] == IDENTITY.machine
     late = subscribe([TOPICS.status], clean=True)
@@ -64,7 +171,7 @@ def test_events_published_while_the_broker_is_down_all_arrive_after_it_returns(s
         def event(seq):
             now = time.time()
             return msg.anomaly_payload(IDENTITY, severity="alarm", score=5.0, threshold=1.0, window_start=now - 1,
-                                      window_end=now, model_name="test", model_version="1", details={"seq": seq})
+                                       window_end=now, model_name="test", model_version="1", details={"seq": seq})
 
         before = [event(i) for i in range(5)]
         for e in before:
@@ -83,6 +190,7 @@ def test_events_published_while_the_broker_is_down_all_arrive_after_it_returns(s
         broker.start()  # same port, same persistence: the subscriber's session is back
         got = sub.wait_for(lambda m: set(during) <= set(_event_ids(m)), 15, "the events of the outage")
         ids = _event_ids(got)
+        report("sink, broker down for 50 events", before + during, ids)
         assert len(set(ids)) == 55 and set(ids) == set(before) | set(during)
         assert sink.flush(5)
         s = sink.stats()
@@ -112,6 +220,7 @@ def test_publisher_killed_mid_run_delivers_every_stored_event_after_restart(subs
     assert stats["outbox_depth"] == 0 and stats["acked"] >= left
 
     got = sub.wait_for(lambda m: set(stored) <= set(_event_ids(m)), 15, "every stored event")
+    report("publisher SIGKILLed mid-run, then drained", stored, _event_ids(got), f"{left} in the outbox at the kill")
     # de-duplicated by event_id, the deliveries are exactly the events stored: seq 0..N-1, no gaps,
     # where N is what was printed, or one more if the kill fell between a put and its print
     by_id = {m.json()["event_id"]: m.json()["details"]["seq"] for m in got}
@@ -136,5 +245,6 @@ def test_handed_over_events_reported_committed_survive_a_kill(subscribe, sink_ur
     drain = subprocess.run([*publisher_cmd, uri, "drain"], capture_output=True, text=True, timeout=60)
     assert drain.returncode == 0, drain.stderr
     got = sub.wait_for(lambda m: set(committed) <= set(_event_ids(m)), 15, "every committed event")
+    report("publisher SIGKILLed with wait=False, then drained", committed, _event_ids(got))
     seqs = sorted({m.json()["event_id"]: m.json()["details"]["seq"] for m in got}.values())
     assert seqs == list(range(len(seqs)))  # no hole: what was committed is a prefix, in order
