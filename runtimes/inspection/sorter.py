@@ -112,6 +112,7 @@ class Sorter:
         self.scoring_since: float | None = None  # monotonic start of the model call in progress, if any
         self._closed = False
         self._lost_parts = 0  # parts answered camera_lost since the camera last gave a frame (logged once)
+        self._lost_since = 0.0  # monotonic time of the outage's first camera_lost part
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -414,7 +415,11 @@ class Sorter:
             if reason == "camera_lost":
                 self._lost_parts += 1
                 first = self._lost_parts == 1
-            elif frame is not None and self._lost_parts:
+                if first:
+                    self._lost_since = time.monotonic()
+            elif frame is not None and self._lost_parts and frame.t_monotonic > self._lost_since:
+                # a frame captured since the outage began (a part scored from an older frame, still
+                # queued when the camera went, says nothing about the camera now)
                 lost, self._lost_parts = self._lost_parts, 0
                 first = None
             else:
