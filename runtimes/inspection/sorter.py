@@ -111,6 +111,8 @@ class Sorter:
         self._started = False
         self.scoring_since: float | None = None  # monotonic start of the model call in progress, if any
         self._closed = False
+        self._lost_parts = 0  # parts answered camera_lost since the camera last gave a frame (logged once)
+        self._lost_since = 0.0  # monotonic time of the outage's first camera_lost part
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -251,7 +253,7 @@ class Sorter:
         """(frame, fail-safe reason or None, detail) for the first frame at/after the trigger."""
         cfg, latest, cam = self.config, self._latest, self.camera
         if latest is None or latest.ended:
-            return None, "camera_lost", f"camera {cam.uri} has ended or failed"
+            return None, "camera_lost", self._lost_detail()
         if not cam.is_open:
             return None, "camera_lost", f"camera {cam.uri} is reconnecting"
         left = trigger.t_mono + cfg.frame_max_wait_ms / 1000.0 - time.monotonic()
@@ -271,6 +273,17 @@ class Sorter:
             return frame, "corrupt_frame", (f"the camera skipped {skipped} unreadable image(s) right before frame "
                                             f"{frame.index}, which may show another part")
         return frame, None, ""
+
+    def _lost_detail(self) -> str:
+        """Why a camera that delivers no more frames stopped, for a camera_lost decision's detail."""
+        latest, uri = self._latest, self.camera.uri
+        if latest is None:
+            return f"camera {uri} is not started"
+        error = latest.failure
+        if error is not None:
+            return f"camera {uri} failed: {type(error).__name__}: {error}"
+        return (f"camera {uri} has ended after {latest.received} frames and does not reconnect "
+                "(a file or folder without loop=true, or a closed camera)")
 
     def _frames_noting_skips(self) -> Iterator[Frame]:
         """The camera's frames, noting how many corrupt images were skipped right before each."""
@@ -381,11 +394,45 @@ class Sorter:
         level = logging.DEBUG if reason == "score" and verdict == "pass" else logging.INFO
         if reason != "score":
             level = logging.WARNING
+        if self._camera_outage(reason, frame):
+            level = logging.DEBUG  # the outage was logged at its first part; its count is in stats()
         log.log(level, "part %r: %s (%s) score=%s latency=%.1f ms%s", t.part_id, verdict, reason,
                 f"{score:.4g}" if score is not None else "-", latency_ms, f" ({detail})" if detail else "")
         if verdict == "reject" and frame is not None and self.archive is not None:
             heat = (lambda: result.heatmap) if result is not None else None
             self.archive.submit(frame.image, payload.model_dump(by_alias=True), t.part_id, heat, t.t_wall)
+        return True
+
+    def _camera_outage(self, reason: str, frame: Frame | None) -> bool:
+        """Whether this decision is a camera_lost one after the first of its outage (logged quieter).
+
+        A camera that ended or is reconnecting answers every part camera_lost: at ten parts a
+        second a warning per part would bury the log. The first part of an outage is logged at
+        WARNING with a note, the rest at DEBUG; a frame that reaches a part again ends the outage
+        with one line saying how many parts it cost.
+        """
+        with self._lock:
+            if reason == "camera_lost":
+                self._lost_parts += 1
+                first = self._lost_parts == 1
+                if first:
+                    self._lost_since = time.monotonic()
+            elif frame is not None and self._lost_parts and frame.t_monotonic > self._lost_since:
+                # a frame captured since the outage began (a part scored from an older frame, still
+                # queued when the camera went, says nothing about the camera now)
+                lost, self._lost_parts = self._lost_parts, 0
+                first = None
+            else:
+                return False
+        if first:
+            log.warning("camera %s lost: parts are answered %s (camera_lost) until it delivers again; they are "
+                        "counted in reason_camera_lost and logged at DEBUG from now", self.camera.uri,
+                        self.config.fail_safe)
+            return False
+        if first is None:
+            log.warning("camera %s delivers again: %d part(s) were answered camera_lost while it was lost",
+                        self.camera.uri, lost)
+            return False
         return True
 
     def _on_trigger_error(self, reason: str, raw: bytes) -> None:

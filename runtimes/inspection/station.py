@@ -10,10 +10,13 @@ with the sorter's and the camera's counters, so a plant system sees a station th
 seeing parts.
 
 A lost stream is the camera's own business (it reconnects; parts meanwhile get fail-safe
-``camera_lost`` decisions). But if the camera's reader itself fails (an exception, not a lost
-stream), nothing in this process would bring it back: the station then stops with
-``failed`` set, ``factoryedge run`` exits with status 1, and the service manager
-(``Restart=always`` in the shipped unit) starts it afresh.
+``camera_lost`` decisions, the outage logged once). A file or folder without ``loop`` that
+reaches its end stays ended: the station keeps running and answers every later part
+``camera_lost``, since a PLC must never wait on silence; health's ``extra.camera.state``
+says ``ended`` (or ``reconnecting``) beside the camera's counters. But if the camera's
+reader itself fails (an exception, not a lost stream), nothing in this process would bring
+it back: the station then stops with ``failed`` set, ``factoryedge run`` exits with
+status 1, and the service manager (``Restart=always`` in the shipped unit) starts it afresh.
 """
 from __future__ import annotations
 
@@ -64,8 +67,23 @@ class InspectionStation(DeviceProgram):
 
     def health_fields(self) -> dict[str, Any]:
         sorter = self.sorter.stats()
-        return {"extra": {"sorter": sorter, "camera": dict(getattr(self.camera, "stats", {}) or {}),
-                          "reject_rate": self._reject_rate(sorter)}}
+        camera = {**dict(getattr(self.camera, "stats", {}) or {}), "state": self.camera_state()}
+        return {"extra": {"sorter": sorter, "camera": camera, "reject_rate": self._reject_rate(sorter)}}
+
+    def camera_state(self) -> str:
+        """``streaming``, ``reconnecting``, ``ended`` (a file or folder without loop), ``failed`` or ``starting``.
+
+        Anything but ``streaming`` means parts are answered fail-safe (camera_lost); the counts
+        alone would not say so, since a camera that ended simply stops counting.
+        """
+        latest = self.sorter.frames
+        if latest is None:
+            return "starting"
+        if latest.failure is not None:
+            return "failed"
+        if latest.ended:
+            return "ended"
+        return "streaming" if getattr(self.camera, "is_open", True) else "reconnecting"
 
     def _reject_rate(self, sorter: dict[str, int]) -> dict[str, Any]:
         """Observed rejects / decisions beside the bundle's expected false-reject rate.

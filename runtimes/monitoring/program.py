@@ -83,6 +83,7 @@ class ConditionMonitor(DeviceProgram):
             if getattr(self.source, "RATE_BEFORE_OPEN", False) or getattr(self.source, "sample_rate", None):
                 check_source_rate(self.source, profile.sensor.uri, self.model)  # before connecting anywhere
             self.counters = _Counters()
+            self.reloads = {"done": 0, "refused": 0}  # reload commands, for health (a refusal answers "error")
             self._lock = threading.RLock()
             self._period_start = clock.wall()
             # The device's own order of what it publishes, immune to wall-clock jumps: one run
@@ -231,7 +232,8 @@ class ConditionMonitor(DeviceProgram):
             input_rate_hz=(c.samples - last["samples"]) / dt, window_rate_hz=(c.windows - last["windows"]) / dt,
             lag_s=(now - c.last_window_mono) if c.last_window_mono is not None else None, dropped_frames=c.dropped_frames,
             extra={"gaps": c.gaps, "events": c.events, "threshold": self.debounce.threshold,
-                   "baselining": self._baselining},
+                   "baselining": self._baselining, "model": {"name": self.model.name, "version": self.model.version},
+                   "reloads": dict(self.reloads)},
         )
         last.update(samples=c.samples, windows=c.windows, t=now)
         stats = getattr(self.source, "stats", None)  # read here, not from blocks: garbage yields no block
@@ -281,6 +283,7 @@ class ConditionMonitor(DeviceProgram):
                     f"bundle {path} expects {new.sample_rate:g} Hz {list(new.channels)}; this sensor "
                     f"delivers {cur.sample_rate:g} Hz {list(cur.channels)}")
         except FactoryEdgeError as e:
+            self.reloads["refused"] += 1
             log.error("reload refused, still running %s %s: %s", old.name, old.version, e)
             return msg.CommandReply("error", f"reload refused, still running {old.name} {old.version}: {e}")
         with self._lock:
@@ -293,6 +296,7 @@ class ConditionMonitor(DeviceProgram):
             if self.baseliner is not None:
                 self.baseliner = self._make_baseliner()
         old.close()  # TensorRT holds GPU memory until closed
+        self.reloads["done"] += 1
         self.show_model(model)
         self.live.set_threshold(self.debounce.threshold)
         log.info("reloaded bundle %s: %s %s", path, model.name, model.version)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from factoryedge.bundle import Bundle, load_bundle
+from factoryedge.errors import BundleError
 from factoryedge.features import make_preprocessor
 from factoryedge.runtimes.backends.select import open_backend
 from factoryedge.scoring import ScoreRule
@@ -44,7 +45,33 @@ class VibrationModel:
         (``auto``, ``onnxruntime``, ``tensorrt``)."""
         bundle = load_bundle(path, trusted_keys=trusted_keys)
         bundle.require_kind("vibration")
-        return cls(bundle, open_backend(bundle, backend), batch)
+        model = cls(bundle, open_backend(bundle, backend), batch)
+        try:
+            model.check_runs()
+        except BundleError:
+            model.close()
+            raise
+        return model
+
+    def check_runs(self) -> None:
+        """Score one synthetic window end to end; BundleError in one line if the model cannot.
+
+        A bundle can verify (hashes, schema, signature) and still hold a model for other
+        features than its preprocessing makes, e.g. one hashed into a hand-edited manifest.
+        Found here, that is a refused start or reload; found at the first live block, it
+        would stop the device.
+        """
+        rng = np.random.default_rng(0)
+        window = rng.standard_normal((1, self.spec.window, len(self.spec.channels))).astype(np.float32)
+        try:
+            scores, _ = self.score(window)
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime and TensorRT raise their own untyped errors
+            reason = " ".join(f"{type(e).__name__}: {e}".split())
+            raise BundleError(f"bundle {self.bundle.path}: its model cannot score a window of its own "
+                              f"preprocessing ({reason})") from None
+        if scores.shape != (1,):
+            raise BundleError(f"bundle {self.bundle.path}: its model gives {scores.size} scores for one window; "
+                              f"output {self._score_output!r} must hold one score per window")
 
     @property
     def threshold(self) -> float:

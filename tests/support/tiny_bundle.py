@@ -31,7 +31,7 @@ def tiny_onnx(n_features: int) -> bytes:
 
 
 def tiny_bundle(directory: Path, sample_rate: float = 12000.0, threshold: float = 2.0, kind: str = "vibration",
-                channels: tuple[str, ...] = ("ch0",)) -> Bundle:
+                channels: tuple[str, ...] = ("ch0",), version: str = "0.0.1") -> Bundle:
     spec = default_feature_spec(sample_rate, channels)
     from factoryedge.features import make_preprocessor
 
@@ -39,7 +39,7 @@ def tiny_bundle(directory: Path, sample_rate: float = 12000.0, threshold: float 
     golden = np.random.default_rng(0).normal(size=(4, n)).astype(np.float32)
     manifest = Manifest(
         name="tiny",
-        version="0.0.1",
+        version=version,
         kind=kind,
         model=ModelInfo(
             architecture="mean_square",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 
@@ -166,6 +167,27 @@ def test_ended_camera_gives_camera_lost(tmp_path):
     finally:
         sorter.close()
     assert (d.verdict, d.reason) == ("reject", "camera_lost")
+
+
+def test_an_ended_camera_is_logged_once_not_once_per_part(tmp_path, caplog):
+    folder = write_folder(tmp_path / "once", [40])
+    config = InspectionConfig.parse({"camera": f"dir://{folder}", "deadline_ms": 200, "frame_max_wait_ms": 100})
+    sink = RecordingSink()
+    sorter = Sorter(config, BrightnessModel(), sink, camera=open_camera(f"dir://{folder}"), trigger=TriggerSource())
+    caplog.set_level(logging.INFO, logger="factoryedge")
+    sorter.start()
+    try:
+        wait_until(lambda: sorter._latest.ended, 5, "the one-image folder to end")
+        for k in range(5):
+            sorter.handle(trigger(f"late-{k}"))
+        got = sink.wait_decisions(5)
+    finally:
+        sorter.close()
+    assert all(d.reason == "camera_lost" and "has ended after 1 frames" in d.detail for d in got), got
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    # the outage once, with the first part's own line; the other four parts only at DEBUG
+    assert len(warnings) == 2 and sum("lost: parts are answered" in w for w in warnings) == 1, warnings
+    assert sorter.stats()["reason_camera_lost"] == 5
 
 
 def test_run_with_a_periodic_trigger_decides_every_part_and_closes(tmp_path):
