@@ -35,6 +35,24 @@ def subscribe(tmp_path, broker):
         sub.stop()
 
 
+@pytest.fixture
+def sink_uri(tmp_path, broker):
+    """``sink_uri(**options)``: the URI of a sink on this broker with a per-test outbox file."""
+    from tests.support.sink import sink_uri
+
+    return lambda **options: sink_uri(broker, tmp_path / "outbox.sqlite", **options)
+
+
+@pytest.fixture
+def publisher_cmd():
+    """The argv prefix running ``tests/runtimes/sinks/_publisher.py`` in a fresh interpreter."""
+    import sys
+
+    from tests.support.sink import PUBLISHER
+
+    return [sys.executable, str(PUBLISHER)]
+
+
 @pytest.fixture(scope="session")
 def sim_bundle(tmp_path_factory, pytestconfig):
     """A dense-autoencoder bundle trained on 30 s of a simulated healthy bearing at 12 kHz.

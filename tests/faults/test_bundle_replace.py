@@ -35,8 +35,8 @@ import pytest
 from factoryedge.bundle import pack_bundle, write_bundle
 from factoryedge.runtimes.monitoring.program import ConditionMonitor
 from factoryedge.runtimes.profile import load_profile
-from tests.runtimes.monitoring.test_program_e2e import alternating_recording, write_profile
 from tests.support.broker import require_binary, wait_until
+from tests.support.monitoring import alternating_recording, write_profile
 from tests.support.tiny_bundle import tiny_bundle, tiny_onnx
 
 BASE = "factoryedge/v1/plant1/l2/pump-7"

@@ -16,9 +16,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlencode
-
-import pytest
 
 from factoryedge.runtimes import messages as msg
 from factoryedge.runtimes.monitoring.program import ConditionMonitor
@@ -28,28 +25,7 @@ from factoryedge.runtimes.sinks.outbox import Outbox
 from tests.faults.report import report
 from tests.support.broker import wait_until
 from tests.support.monitoring import ANOMALIES, alternating_recording, anomaly_events, outbox_event_ids, write_profile
-
-IDENTITY = msg.Identity(site="plant1", line="press3", machine="m7", device_id="edge-test")
-TOPICS = msg.Topics.for_identity(IDENTITY)
-PUBLISHER = Path(__file__).parents[1] / "runtimes" / "sinks" / "_publisher.py"
-
-
-@pytest.fixture
-def sink_uri(tmp_path, broker):
-    """``sink_uri(**options)``: the URI of a sink on this broker with a per-test outbox file."""
-
-    def make(**options) -> str:
-        opts = {"site": IDENTITY.site, "line": IDENTITY.line, "machine": IDENTITY.machine,
-                "device_id": IDENTITY.device_id, "outbox": str(tmp_path / "outbox.sqlite"),
-                "reconnect_min": "0.05", "reconnect_max": "0.5", **options}
-        return f"{broker.url}?{urlencode(opts)}"
-
-    return make
-
-
-@pytest.fixture
-def publisher_cmd():
-    return [sys.executable, str(PUBLISHER)]
+from tests.support.sink import IDENTITY, TOPICS
 
 
 def _lines(path: Path) -> list[str]:
