@@ -186,6 +186,11 @@ def _check_sink(profile: DeviceProfile | InspectionProfile) -> None:
                        at="sparkplug.uri", options_at="sparkplug.options")
 
 
+# libyaml's safe loader where PyYAML was built with it (its wheels are): the same safe types,
+# about ten times faster to parse than the pure-Python one on a device's start.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_profile(path: str | Path) -> DeviceProfile | InspectionProfile:
     """Read and validate a profile; relative paths inside it are relative to the file.
 
@@ -196,7 +201,7 @@ def load_profile(path: str | Path) -> DeviceProfile | InspectionProfile:
     if not p.is_file():
         raise ConfigError(f"device profile {p} does not exist")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
