@@ -33,12 +33,12 @@ from factoryedge.features.image import ImagePreprocessor
 from factoryedge.training.image_models import PATCHCORE_SPEC
 from factoryedge.training.patchcore import (
     Backbone,
+    BranchBank,
     BranchConfig,
     BranchEmbedder,
     PatchCoreConfig,
     _border_stats,
     _held_out_distances,
-    _leave_one_out_distances,
     border_classes,
     build_bank,
     fuse,
@@ -85,6 +85,15 @@ def branch_patches(feats: list[dict], branch: BranchConfig, margin: int, pool: i
     return [embed({s: f[(branch.downsample, s)][None].float() for s in branch.layers})[0] for f in feats]
 
 
+def leave_one_out_distances(feats: list[torch.Tensor], bank: BranchBank) -> list[torch.Tensor]:
+    """Each image's distance map against the final bank without the rows drawn from that image."""
+    out = []
+    for k, f in enumerate(feats):
+        rows = bank.bank[bank.sources != k]
+        out.append(nearest_distance(f[None], rows, (rows * rows).sum(1), bank.projection)[0])
+    return out
+
+
 @dataclass
 class Maps:
     """Per branch: held-out distance maps of the good training images, and the test images' maps."""
@@ -104,7 +113,7 @@ def distance_maps(config: PatchCoreConfig, train: list[dict], test: list[dict], 
         bank = build_bank(tr, b, config, config.seed)
         sq = (bank.bank**2).sum(1)
         tested.append([nearest_distance(p[None], bank.bank, sq, bank.projection)[0] for p in te])
-        lo = _leave_one_out_distances(tr, bank)
+        lo = leave_one_out_distances(tr, bank)
         loo.append(lo)
         loo_stats.append(_border_stats(lo, b.border_cells))
         h = _held_out_distances(tr, b, config) if folds else lo

@@ -419,15 +419,6 @@ def _held_out_distances(feats: list[torch.Tensor], branch: BranchConfig, config:
     return held
 
 
-def _leave_one_out_distances(feats: list[torch.Tensor], bank: BranchBank) -> list[torch.Tensor]:
-    """Each image's distance map against the final bank without the rows drawn from that image."""
-    out = []
-    for k, f in enumerate(feats):
-        rows = bank.bank[bank.sources != k]
-        out.append(nearest_distance(f[None], rows, (rows * rows).sum(1), bank.projection)[0])
-    return out
-
-
 def _border_stats(maps: list[torch.Tensor], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of held-out distances per border class."""
     values: list[list[torch.Tensor]] = [[] for _ in range((k + 1) ** 2)]
